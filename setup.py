@@ -8,8 +8,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    package_dir={"": "src"},
-    packages=find_packages("src"),
+    # The model-card templates live in the top-level model_cards/ folder and ship as the package jdcl.model_cards.
+    package_dir={"": "src", "jdcl.model_cards": "model_cards"},
+    packages=find_packages("src") + ["jdcl.model_cards"],
+    package_data={"jdcl.model_cards": ["*.md"]},
     python_requires=">=3.11",
     install_requires=[
         "torch>=2.4",

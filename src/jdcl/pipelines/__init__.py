@@ -1,0 +1,4 @@
+from .pipeline_jdcl import JDCLClassificationOutput, JDCLPipeline, JDCLRehearsalOutput
+
+
+__all__ = ["JDCLClassificationOutput", "JDCLPipeline", "JDCLRehearsalOutput"]

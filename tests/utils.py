@@ -1,0 +1,32 @@
+"""Tiny configurations shared by the tests."""
+
+import torch
+from diffusers import DDIMScheduler
+
+from jdcl import JDCLPipeline, JointUNet2DModel
+
+
+TINY_UNET_CONFIG = {
+    "sample_size": 16,
+    "in_channels": 1,
+    "out_channels": 1,
+    "block_out_channels": (16, 32, 32),
+    "layers_per_block": 1,
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+    "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    "attention_head_dim": 16,
+    "norm_num_groups": 8,
+    "num_classes": 4,
+    "classifier_hidden_dim": 32,
+}
+
+
+def tiny_unet(seed: int = 0, **overrides) -> JointUNet2DModel:
+    torch.manual_seed(seed)
+    return JointUNet2DModel(**{**TINY_UNET_CONFIG, **overrides}).eval()
+
+
+def tiny_pipeline(seed: int = 0, **overrides) -> JDCLPipeline:
+    pipe = JDCLPipeline(unet=tiny_unet(seed, **overrides), scheduler=DDIMScheduler(beta_start=1e-3, beta_end=0.02))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
