@@ -1,0 +1,310 @@
+"""The configuration of a continual JDCL run: one dataclass, loadable from YAML/JSON presets and command-line flags."""
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+STRATEGIES = ("jdcl", "finetune", "cumulative")
+LOCAL_INITS = ("global", "scratch")
+REPLAY_SAMPLERS = ("label", "guided")
+
+# The bundled demo's UNet: 16x16 inputs, three resolutions, attention at 8x8, 4x4 and in the mid block.
+DEFAULT_UNET_CONFIG = {
+    "block_out_channels": [32, 64, 64],
+    "layers_per_block": 1,
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+    "attention_head_dim": 32,
+    "norm_num_groups": 16,
+    "dropout": 0.0,
+    "classifier_hidden_dim": 256,
+    "classifier_dropout": 0.1,
+}
+
+# Fields whose change makes an output folder hold "another run": resuming into it would mix two experiments.
+RUN_IDENTITY_EXCLUDED = {
+    "output_dir",
+    "resume_from_checkpoint",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_token",
+    "hub_private_repo",
+    "logger",
+    "checkpointing_steps",
+    "checkpoints_total_limit",
+    "show_progress",
+    "cache_dir",
+    "replay_batch_size",
+    "eval_batch_size",
+    "dataloader_num_workers",
+}
+
+
+@dataclass
+class JDCLTrainingConfig:
+    r"""
+    Everything a continual JDCL run needs. The defaults are the bundled demo (scikit-learn digits at 16x16, five tasks
+    of two classes, a ~0.5M-parameter UNet) with the paper's losses; `examples/configs/` holds the paper's presets.
+
+    Args:
+        output_dir (`str`): Where task pipelines, metrics, pictures, logs and checkpoints go.
+        dataset_name (`str`, *optional*): A Hub dataset name, a local dataset folder, or `"digits"`; the bundled
+            digits when neither this nor `train_data_dir` is given.
+        dataset_config_name (`str`, *optional*): The dataset's configuration name.
+        train_data_dir (`str`, *optional*): An image folder (`imagefolder` layout: one subfolder per class).
+        image_column (`str`, *optional*): The image column; found automatically when `None`.
+        label_column (`str`, *optional*): The label column; found automatically when `None`.
+        test_split (`str`, *optional*): The evaluation split; "test", else "validation", else carved from train.
+        cache_dir (`str`, *optional*): The `datasets` cache folder.
+        resolution (`int`): Images are resized to `resolution x resolution`.
+        num_tasks (`int`): Number of class-incremental tasks.
+        class_order (`list`, *optional*): The order in which classes arrive (indices or names); label order if `None`.
+        unet_config (`dict`): `JointUNet2DModel` arguments (channels, blocks, classifier head); `sample_size`,
+            `in_channels`, `out_channels` and `num_classes` come from the data.
+        pretrained_model_name_or_path (`str`, *optional*): A JDCL pipeline to start the first task from.
+        num_train_timesteps (`int`): Diffusion steps of the noise schedule.
+        beta_start (`float`): First beta of the linear schedule (the paper: 1e-3).
+        beta_end (`float`): Last beta of the linear schedule.
+        train_batch_size (`int`): Batch size per process.
+        learning_rate (`float`): AdamW learning rate, constant (no schedule, as in the paper).
+        adam_beta1 (`float`), adam_beta2 (`float`), adam_weight_decay (`float`), adam_epsilon (`float`): AdamW.
+        max_grad_norm (`float`): Gradient clipping norm; 0 disables clipping.
+        mixed_precision (`str`): "no", "fp16" or "bf16" (passed to accelerate).
+        gradient_checkpointing (`bool`): Trade compute for memory in the UNet.
+        first_task_train_steps (`int`, *optional*): Steps of the first task; `local_train_steps` when `None`.
+        local_train_steps (`int`): Steps of each local stage (learning a new task's real data).
+        global_train_steps (`int`): Steps of each global stage (distillation on generated data).
+        diffusion_loss_weight (`float`): Weight of the noise MSE in local stages.
+        classification_loss_weight (`float`): Weight of the cross-entropy on the clean view in local stages.
+        global_diffusion_loss_weight (`float`): Weight of the noise MSE in the global stage.
+        global_classification_loss_weight (`float`): Weight of the cross-entropy on generated labels in the global
+            stage.
+        distillation_diffusion_weight (`float`): Weight of the noise distillation, times `2 * n_group / N`.
+        distillation_classification_weight (`float`): Weight of the logit distillation, times `2 * n_group / N`.
+        classification_warmup_steps (`int`): The global stage's CE and classifier-distillation terms start after
+            this many steps (the reference runs: 10k).
+        use_ema (`bool`): Keep an EMA of the weights; teachers, rehearsal, evaluation and saved pipelines use it.
+        ema_decay (`float`): EMA decay (the paper: 0.9999).
+        ema_warmup (`bool`): Ramp the decay up as `1 - (1 + step) ** -ema_power` (for short runs).
+        ema_power (`float`): Exponent of the EMA warm-up.
+        augment (`bool`): Use the paper's two augmented views; plain images for both when `False`.
+        strategy (`str`): "jdcl", "finetune" (new task's real data only, the lower bound) or "cumulative" (all real
+            data seen so far, the upper bound).
+        local_init (`str`): "global" (the paper's text: the local model starts from the previous global model) or
+            "scratch" (the authors' CIFAR scripts).
+        no_distillation (`bool`): Ablation: the global stage learns generated data with plain joint losses.
+        single_stage (`bool`): Ablation: one stage per task on new real data plus generated old data, with
+            distillation from the previous model.
+        replay_samples_per_class (`int`): Rehearsal quota per class.
+        replay_inference_steps (`int`): DDIM steps per rehearsal sample.
+        replay_batch_size (`int`): Rehearsal samples generated at once, per process.
+        replay_sampler (`str`): "label" (unguided, labelled by the model's classifier: the paper) or "guided".
+        replay_guidance_scale (`float`): Guidance strength of the "guided" sampler.
+        replay_max_sampling_factor (`float`): Stop sampling after this many times the quota; then fill.
+        eval_batch_size (`int`): Batch size of evaluation.
+        grid_samples_per_class (`int`): Images per class in each task's sample grid.
+        grid_inference_steps (`int`): DDIM steps of the sample grid.
+        seed (`int`): Seed of everything.
+        checkpointing_steps (`int`): Save an accelerate checkpoint every this many steps of a stage.
+        checkpoints_total_limit (`int`): Keep at most this many checkpoints per stage.
+        resume_from_checkpoint (`str`, *optional*): "latest" (or a checkpoint path) continues a killed run.
+        logger (`str`): "tensorboard", "wandb", "all" or "none".
+        push_to_hub (`bool`): Push every task to the Hub (branch `task-K` and `main`).
+        hub_model_id (`str`, *optional*): The Hub repo; `<output_dir name>` when `None`.
+        hub_token (`str`, *optional*): A Hub token; prefer `huggingface-cli login`. Never logged nor written.
+        hub_private_repo (`bool`, *optional*): Create the repo private.
+        show_progress (`bool`): Show tqdm bars.
+    """
+
+    output_dir: str = "jdcl-digits"
+    dataset_name: str | None = None
+    dataset_config_name: str | None = None
+    train_data_dir: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    test_split: str | None = None
+    cache_dir: str | None = None
+    resolution: int = 16
+    num_tasks: int = 5
+    class_order: list | None = None
+    unet_config: dict = field(default_factory=lambda: dict(DEFAULT_UNET_CONFIG))
+    pretrained_model_name_or_path: str | None = None
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-3
+    beta_end: float = 0.02
+    train_batch_size: int = 32
+    learning_rate: float = 1e-3
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 0.0
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    first_task_train_steps: int | None = None
+    local_train_steps: int = 300
+    global_train_steps: int = 300
+    diffusion_loss_weight: float = 1.0
+    classification_loss_weight: float = 1e-2
+    global_diffusion_loss_weight: float = 0.01
+    global_classification_loss_weight: float = 1e-5
+    distillation_diffusion_weight: float = 1.0
+    distillation_classification_weight: float = 1e-3
+    classification_warmup_steps: int = 0
+    use_ema: bool = True
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True
+    ema_power: float = 2 / 3
+    augment: bool = False
+    strategy: str = "jdcl"
+    local_init: str = "global"
+    no_distillation: bool = False
+    single_stage: bool = False
+    replay_samples_per_class: int = 50
+    replay_inference_steps: int = 20
+    replay_batch_size: int = 256
+    replay_sampler: str = "label"
+    replay_guidance_scale: float = 3.0
+    replay_max_sampling_factor: float = 2.0
+    eval_batch_size: int = 512
+    grid_samples_per_class: int = 8
+    grid_inference_steps: int = 20
+    seed: int = 0
+    checkpointing_steps: int = 200
+    checkpoints_total_limit: int = 2
+    resume_from_checkpoint: str | None = None
+    logger: str = "tensorboard"
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_token: str | None = field(default=None, repr=False)
+    hub_private_repo: bool | None = None
+    show_progress: bool = True
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks every value that can be checked before any data is loaded; raises `ValueError` naming the fix."""
+        choices = {
+            "strategy": STRATEGIES,
+            "local_init": LOCAL_INITS,
+            "replay_sampler": REPLAY_SAMPLERS,
+            "mixed_precision": ("no", "fp16", "bf16"),
+            "logger": ("tensorboard", "wandb", "all", "none"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}.")
+        positive = [
+            "resolution",
+            "num_tasks",
+            "train_batch_size",
+            "num_train_timesteps",
+            "replay_inference_steps",
+            "replay_batch_size",
+            "eval_batch_size",
+            "checkpointing_steps",
+        ]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
+        for name in ("local_train_steps", "global_train_steps", "replay_samples_per_class", "grid_samples_per_class"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must not be negative, got {getattr(self, name)}.")
+        if self.learning_rate <= 0:
+            raise ValueError(f"`learning_rate` must be positive, got {self.learning_rate}.")
+        if not 0 < self.beta_start < self.beta_end < 1:
+            raise ValueError(f"Need 0 < beta_start < beta_end < 1, got {self.beta_start} and {self.beta_end}.")
+        if self.strategy != "jdcl" and (self.no_distillation or self.single_stage):
+            raise ValueError(
+                f"`--no_distillation` and `--single_stage` are ablations of JDCL; they do not apply to "
+                f"`--strategy {self.strategy}`. Use `--strategy jdcl`."
+            )
+        if self.dataset_name is not None and self.train_data_dir is not None:
+            raise ValueError("Pass either `--dataset_name` or `--train_data_dir`, not both.")
+        if self.push_to_hub and self.hub_token is not None and self.logger in ("wandb", "all"):
+            raise ValueError(
+                "Passing `--hub_token` while reporting to wandb would expose it; use `huggingface-cli login` instead."
+            )
+        unknown_unet_keys = set(self.unet_config) - _allowed_unet_config_keys()
+        if unknown_unet_keys:
+            raise ValueError(
+                f"Unknown `unet_config` keys {sorted(unknown_unet_keys)}; allowed: {sorted(_allowed_unet_config_keys())}."
+            )
+
+    @property
+    def total_first_task_steps(self) -> int:
+        return self.local_train_steps if self.first_task_train_steps is None else self.first_task_train_steps
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [config_field.name for config_field in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "the configuration") -> "JDCLTrainingConfig":
+        r"""
+        Builds a configuration, refusing keys that do not exist.
+
+        Args:
+            values (`Mapping[str, Any]`): Field values.
+            source (`str`, *optional*, defaults to `"the configuration"`): Where the values come from, for errors.
+        """
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(
+                f"Unknown configuration keys {unknown} in {source}. Valid keys: {', '.join(cls.field_names())}."
+            )
+        return cls(**dict(values))
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> "JDCLTrainingConfig":
+        r"""
+        Loads a YAML or JSON preset; `overrides` win over the file.
+
+        Args:
+            path (`str` or `Path`): The preset file.
+            overrides: Field values that replace the file's.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"Config file {path} does not exist; see examples/configs/ for the presets.")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"Config file {path} must hold a mapping of keys to values.")
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(
+                f"Unknown configuration keys {unknown} in {path}. Valid keys: {', '.join(cls.field_names())}."
+            )
+        return cls.from_dict({**values, **overrides}, source=str(path))
+
+    def to_dict(self, include_secrets: bool = False) -> dict[str, Any]:
+        r"""
+        The configuration as plain values.
+
+        Args:
+            include_secrets (`bool`, *optional*, defaults to `False`): Whether to keep `hub_token` (never written).
+        """
+        values = dataclasses.asdict(self)
+        if not include_secrets:
+            values.pop("hub_token")
+        return values
+
+    def run_identity(self) -> dict[str, Any]:
+        """The values that define the experiment: an output folder holds the run of one identity only."""
+        return {k: v for k, v in json.loads(json.dumps(self.to_dict())).items() if k not in RUN_IDENTITY_EXCLUDED}
+
+
+def _allowed_unet_config_keys() -> set[str]:
+    import inspect
+
+    from .models.joint_unet_2d import JointUNet2DModel
+
+    parameters = set(inspect.signature(JointUNet2DModel.__init__).parameters) - {"self"}
+    return parameters - {"sample_size", "in_channels", "out_channels", "num_classes"}
