@@ -29,7 +29,7 @@ from jdcl.trainer import train_jdcl
 
 
 # Flags that are booleans in the config but read as switches (`--use_ema`, `--no_distillation`, ...).
-NEGATABLE_FLAGS = {"use_ema", "augment", "ema_warmup", "show_progress"}
+NEGATABLE_FLAGS = {"use_ema", "augment", "ema_warmup", "show_progress", "joint_modelling"}
 
 
 def _flag_type(annotation):
@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                 help="Comma-separated class indices or names, e.g. 0,1,2,3 or cat,dog.",
             )
         else:
-            help_text = "A JSON object, e.g. '{\"block_out_channels\": [64, 128]}'." if flag_type is json.loads else None
+            help_text = (
+                "A JSON object, e.g. '{\"block_out_channels\": [64, 128]}'." if flag_type is json.loads else None
+            )
             parser.add_argument(f"--{field.name}", type=flag_type, default=None, help=help_text)
     return parser
 

@@ -101,6 +101,8 @@ class JDCLTrainingConfig:
         no_distillation (`bool`): Ablation: the global stage learns generated data with plain joint losses.
         single_stage (`bool`): Ablation: one stage per task on new real data plus generated old data, with
             distillation from the previous model.
+        joint_modelling (`bool`): `False` is the paper's "without joint modelling" ablation: a diffusion-only
+            generator and a separate classifier of the same architecture (twice the training compute).
         replay_samples_per_class (`int`): Rehearsal quota per class.
         replay_inference_steps (`int`): DDIM steps per rehearsal sample.
         replay_batch_size (`int`): Rehearsal samples generated at once, per process.
@@ -166,6 +168,7 @@ class JDCLTrainingConfig:
     local_init: str = "global"
     no_distillation: bool = False
     single_stage: bool = False
+    joint_modelling: bool = True
     replay_samples_per_class: int = 50
     replay_inference_steps: int = 20
     replay_batch_size: int = 256
@@ -221,11 +224,13 @@ class JDCLTrainingConfig:
             raise ValueError(f"`learning_rate` must be positive, got {self.learning_rate}.")
         if not 0 < self.beta_start < self.beta_end < 1:
             raise ValueError(f"Need 0 < beta_start < beta_end < 1, got {self.beta_start} and {self.beta_end}.")
-        if self.strategy != "jdcl" and (self.no_distillation or self.single_stage):
+        if self.strategy != "jdcl" and (self.no_distillation or self.single_stage or not self.joint_modelling):
             raise ValueError(
-                f"`--no_distillation` and `--single_stage` are ablations of JDCL; they do not apply to "
+                f"`--no_distillation`, `--single_stage` and `--no-joint_modelling` are ablations of JDCL; they do not apply to "
                 f"`--strategy {self.strategy}`. Use `--strategy jdcl`."
             )
+        if not self.joint_modelling and (self.single_stage or self.no_distillation):
+            raise ValueError("`--no-joint_modelling` is an ablation of its own; run it without the other ablations.")
         if self.dataset_name is not None and self.train_data_dir is not None:
             raise ValueError("Pass either `--dataset_name` or `--train_data_dir`, not both.")
         if self.push_to_hub and self.hub_token is not None and self.logger in ("wandb", "all"):

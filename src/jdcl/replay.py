@@ -88,6 +88,7 @@ def generate_rehearsal_set(
     guidance_scale: float = 3.0,
     max_sampling_factor: float = 2.0,
     show_progress: bool = True,
+    labeller: JointUNet2DModel | None = None,
 ) -> RehearsalSet:
     r"""
     Generates a labelled rehearsal set with [`JDCLPipeline.generate_rehearsal`], split across processes and gathered,
@@ -107,6 +108,8 @@ def generate_rehearsal_set(
         guidance_scale (`float`, *optional*, defaults to 3.0): Guidance strength of the "guided" sampler.
         max_sampling_factor (`float`, *optional*, defaults to 2.0): Sampling budget as a multiple of the quota.
         show_progress (`bool`, *optional*, defaults to `True`): Progress bar on the main process.
+        labeller ([`JointUNet2DModel`], *optional*, defaults to `None`):
+            A separate classifier that labels the samples; `model`'s own classifier when `None`.
     """
     classes = list(classes)
     channels, height, width = model.config.in_channels, model.config.sample_size, model.config.sample_size
@@ -131,6 +134,7 @@ def generate_rehearsal_set(
         max_sampling_factor=max_sampling_factor,
         generator=torch.Generator(device=accelerator.device).manual_seed(seed + accelerator.process_index),
         show_progress=show_progress and accelerator.is_local_main_process,
+        classifier=labeller,
     )
     if accelerator.num_processes == 1:
         images, labels = local.images.cpu(), local.labels.cpu()

@@ -167,6 +167,24 @@ class Teachers:
     new: JointUNet2DModel | None = None
 
 
+@dataclass
+class RehearsalSource:
+    r"""
+    Who generates which classes of a rehearsal set.
+
+    Args:
+        generator ([`JointUNet2DModel`]): The model that samples (EMA weights).
+        classes (`list[int]`): Its classes.
+        is_old (`bool`): Whether they are classes of earlier tasks.
+        labeller ([`JointUNet2DModel`], *optional*): A separate classifier that labels; the generator's own if `None`.
+    """
+
+    generator: JointUNet2DModel
+    classes: list[int]
+    is_old: bool
+    labeller: JointUNet2DModel | None = None
+
+
 class ContinualTrainer:
     r"""
     Trains a [`JointUNet2DModel`] over class-incremental tasks with JDCL or a baseline, and writes every task's
@@ -438,7 +456,7 @@ class ContinualTrainer:
             stage_seconds["train"] = time.time() - start
             return model
 
-        if first_task:
+        if first_task and config.joint_modelling:
             start = time.time()
             model = self._run_stage(
                 task_index,
@@ -451,9 +469,12 @@ class ContinualTrainer:
             stage_seconds["local"] = time.time() - start
             return model
 
+        if not config.joint_modelling:
+            return self._train_task_separate(task_index, global_model, stage_seconds, metrics)
+
         if config.single_stage:
             start = time.time()
-            rehearsal = self._rehearsal(task_index, global_model, old_classes, None, new_classes, metrics)
+            rehearsal = self._rehearsal(task_index, [RehearsalSource(global_model, old_classes, is_old=True)], metrics)
             stage_seconds["rehearsal"] = time.time() - start
             start = time.time()
             data = StageData(real=self.train_data.subset(new_classes), rehearsal=rehearsal)
@@ -468,7 +489,11 @@ class ContinualTrainer:
         local_model = self._local_model(task_index, global_model, new_classes, local_weights)
         stage_seconds["local"] = time.time() - start
         start = time.time()
-        rehearsal = self._rehearsal(task_index, global_model, old_classes, local_model, new_classes, metrics)
+        sources = [
+            RehearsalSource(global_model, old_classes, is_old=True),
+            RehearsalSource(local_model, new_classes, is_old=False),
+        ]
+        rehearsal = self._rehearsal(task_index, sources, metrics)
         stage_seconds["rehearsal"] = time.time() - start
         start = time.time()
         if config.no_distillation:
@@ -499,6 +524,103 @@ class ContinualTrainer:
         stage_seconds["global"] = time.time() - start
         return model
 
+    def _train_task_separate(
+        self, task_index: int, global_classifier: JointUNet2DModel | None, stage_seconds: dict, metrics: dict
+    ) -> JointUNet2DModel:
+        r"""
+        The paper's "without joint modelling" ablation: a diffusion-only generator and a classifier of the same
+        architecture with its own weights, each trained and distilled as in JDCL; the generator samples the rehearsal
+        and the classifier labels it. Returns the classifier; the generator is kept for the next task.
+        """
+        config = self.config
+        new_classes = self.split.new_classes(task_index)
+        old_classes = self.split.old_classes(task_index)
+        generator_weights = JointLossWeights(diffusion=config.diffusion_loss_weight, classification=0.0)
+        classifier_weights = JointLossWeights(diffusion=0.0, classification=config.classification_loss_weight)
+        previous_generator = self._load_generator(task_index - 1) if task_index > 0 else None
+        real = StageData(real=self.train_data.subset(new_classes))
+
+        def init(model: JointUNet2DModel | None, seed: int) -> JointUNet2DModel:
+            return copy.deepcopy(model) if model is not None else self._new_model(seed)
+
+        start = time.time()
+        local_init_generator = previous_generator if config.local_init == "global" else None
+        local_init_classifier = global_classifier if config.local_init == "global" else None
+        steps = config.total_first_task_steps if task_index == 0 else config.local_train_steps
+        local_generator = self._run_stage(
+            task_index,
+            "local-generator",
+            init(local_init_generator, config.seed + task_index),
+            real,
+            steps,
+            generator_weights,
+        )
+        local_classifier = self._run_stage(
+            task_index,
+            "local",
+            init(local_init_classifier, config.seed + task_index + 1),
+            real,
+            steps,
+            classifier_weights,
+        )
+        stage_seconds["local"] = time.time() - start
+        if task_index == 0:
+            self._save_generator(task_index, local_generator)
+            return local_classifier
+
+        start = time.time()
+        sources = [
+            RehearsalSource(previous_generator, old_classes, is_old=True, labeller=global_classifier),
+            RehearsalSource(local_generator, new_classes, is_old=False, labeller=local_classifier),
+        ]
+        rehearsal = StageData(rehearsal=self._rehearsal(task_index, sources, metrics))
+        stage_seconds["rehearsal"] = time.time() - start
+        start = time.time()
+        generator = self._run_stage(
+            task_index,
+            "global-generator",
+            init(previous_generator, 0),
+            rehearsal,
+            config.global_train_steps,
+            DistillationLossWeights(
+                diffusion=config.global_diffusion_loss_weight,
+                classification=0.0,
+                distillation_diffusion=config.distillation_diffusion_weight,
+                distillation_classification=0.0,
+            ),
+            Teachers(old=previous_generator, new=local_generator),
+        )
+        classifier = self._run_stage(
+            task_index,
+            "global",
+            init(global_classifier, 0),
+            rehearsal,
+            config.global_train_steps,
+            DistillationLossWeights(
+                diffusion=0.0,
+                classification=config.global_classification_loss_weight,
+                distillation_diffusion=0.0,
+                distillation_classification=config.distillation_classification_weight,
+            ),
+            Teachers(old=global_classifier, new=local_classifier),
+        )
+        stage_seconds["global"] = time.time() - start
+        self._save_generator(task_index, generator)
+        return classifier
+
+    def _save_generator(self, task_index: int, generator: JointUNet2DModel) -> None:
+        if self.accelerator.is_main_process:
+            saved = self._state_dir(task_index) / "generator"
+            temporary = saved.with_name("generator.tmp")
+            shutil.rmtree(temporary, ignore_errors=True)
+            generator.save_pretrained(temporary)
+            replace_directory_atomically(temporary, saved)
+        self.accelerator.wait_for_everyone()
+
+    def _load_generator(self, task_index: int) -> JointUNet2DModel:
+        saved = self._state_dir(task_index) / "generator"
+        return JointUNet2DModel.from_pretrained(saved).to(self.accelerator.device).eval()
+
     def _state_dir(self, task_index: int) -> Path:
         return self.output_dir / "state" / task_revision(task_index + 1)
 
@@ -528,34 +650,22 @@ class ContinualTrainer:
         self.accelerator.wait_for_everyone()
         return model
 
-    def _rehearsal(
-        self,
-        task_index: int,
-        global_model: JointUNet2DModel,
-        old_classes: list[int],
-        local_model: JointUNet2DModel | None,
-        new_classes: list[int],
-        metrics: dict,
-    ) -> RehearsalSet:
+    def _rehearsal(self, task_index: int, sources: list["RehearsalSource"], metrics: dict) -> RehearsalSet:
         config = self.config
         saved = self._state_dir(task_index) / "rehearsal.safetensors"
         if saved.exists():
             rehearsal = RehearsalSet.from_state_dict(load_file(saved))
         else:
             parts = []
-            for offset, (model, classes, is_old) in enumerate(
-                ((global_model, old_classes, True), (local_model, new_classes, False))
-            ):
-                if model is None:
-                    continue
+            for offset, source in enumerate(sources):
                 parts.append(
                     generate_rehearsal_set(
                         self.accelerator,
-                        model,
+                        source.generator,
                         self.sampling_scheduler,
-                        classes,
+                        source.classes,
                         config.replay_samples_per_class,
-                        is_old=is_old,
+                        is_old=source.is_old,
                         seed=config.seed + 1000 * (task_index + 1) + 100 * offset,
                         num_inference_steps=config.replay_inference_steps,
                         batch_size=config.replay_batch_size,
@@ -563,6 +673,7 @@ class ContinualTrainer:
                         guidance_scale=config.replay_guidance_scale,
                         max_sampling_factor=config.replay_max_sampling_factor,
                         show_progress=self.show_progress,
+                        labeller=source.labeller,
                     )
                 )
             rehearsal = RehearsalSet.concatenate(parts)
@@ -625,7 +736,9 @@ class ContinualTrainer:
         self.accelerator.wait_for_everyone()
 
     def _stage_seed(self, task_index: int, stage: str, step: int) -> int:
-        stage_id = {"local": 1, "global": 2, "single": 3, "train": 4}[stage]
+        stage_id = {"local": 1, "global": 2, "single": 3, "train": 4, "local-generator": 5, "global-generator": 6}[
+            stage
+        ]
         return (self.config.seed * 1_000_003 + task_index * 10_007 + stage_id * 1_009 + step) * 97 + (
             self.accelerator.process_index
         )
@@ -711,7 +824,7 @@ class ContinualTrainer:
                 ema.step(model.parameters())
             progress.update(1)
             if step % 10 == 0 or step == num_steps - 1:
-                values = {k: float(v) for k, v in terms.items()}
+                values = {k: float(v.detach()) for k, v in terms.items()}
                 progress.set_postfix(loss=f"{values['loss']:.4f}")
                 accelerator.log(
                     {f"task_{task_index + 1}/{stage}/{name}": value for name, value in values.items()},

@@ -124,18 +124,26 @@ class JDCLPipeline(DiffusionPipeline):
         mask[classes] = True
         return mask
 
-    def masked_logits(self, images: torch.Tensor, classes: Sequence[int] | None = None) -> torch.Tensor:
+    def masked_logits(
+        self,
+        images: torch.Tensor,
+        classes: Sequence[int] | None = None,
+        classifier: JointUNet2DModel | None = None,
+    ) -> torch.Tensor:
         r"""
         The model's logits for clean images in [-1, 1], with classes outside `classes` set to `-inf`.
 
         Args:
             images (`torch.Tensor`): Images in [-1, 1] of shape `(batch, channels, height, width)`.
             classes (`Sequence[int]`, *optional*, defaults to `None`): The classes to predict among; all when `None`.
+            classifier ([`JointUNet2DModel`], *optional*, defaults to `None`):
+                Another model to classify with; the pipeline's own `unet` when `None`.
 
         Returns:
             `torch.Tensor` of shape `(batch, num_classes)`.
         """
-        logits = self.unet.classify(images.to(device=self.unet.device, dtype=self.unet.dtype)).float()
+        classifier = self.unet if classifier is None else classifier
+        logits = classifier.classify(images.to(device=classifier.device, dtype=classifier.dtype)).float()
         mask = self._class_mask(classes, logits.device)
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
@@ -415,6 +423,7 @@ class JDCLPipeline(DiffusionPipeline):
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         show_progress: bool = True,
+        classifier: JointUNet2DModel | None = None,
     ) -> JDCLRehearsalOutput:
         r"""
         Generates labelled rehearsal data for continual learning, as in JDCL: sample in batches, label every sample
@@ -438,6 +447,9 @@ class JDCLPipeline(DiffusionPipeline):
             eta (`float`, *optional*, defaults to 0.0): DDIM's eta.
             generator (`torch.Generator`, *optional*, defaults to `None`): Makes generation deterministic.
             show_progress (`bool`, *optional*, defaults to `True`): Whether to show a progress bar.
+            classifier ([`JointUNet2DModel`], *optional*, defaults to `None`):
+                A separately trained model that labels the samples instead of the pipeline's own classifier (the
+                "without joint modelling" ablation).
 
         Returns:
             [`JDCLRehearsalOutput`]: the images in [-1, 1], their labels, and the sampling counts.
@@ -480,7 +492,7 @@ class JDCLPipeline(DiffusionPipeline):
             )
             num_generated += current_batch
             with torch.no_grad():
-                labels = self.masked_logits(images, classes).argmax(dim=-1)
+                labels = self.masked_logits(images, classes, classifier).argmax(dim=-1)
             for image, label in zip(images, labels.tolist()):
                 if kept_counts[label] < quotas[label]:
                     kept_images[label].append(image)

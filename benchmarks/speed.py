@@ -1,0 +1,458 @@
+# ruff: noqa: E402
+"""Speed benchmark of jdcl against plain diffusers on the same weights, batch and scheduler.
+
+Measures, in one process:
+
+(a) sampling: `JDCLPipeline` unguided against diffusers' `DDIMPipeline` on a `UNet2DModel` holding the same UNet
+    weights (images/s ratio, target >= 0.98), and guided `JDCLPipeline` (`class_labels`, `guidance_scale=3.0`)
+    against unguided (time ratio, target <= 2.2);
+(b) training: one joint step (`joint_forward(x_t, t, x0)`, noise MSE + cross-entropy, forward and backward) against
+    one plain `UNet2DModel` diffusion step (forward on `x_t`, MSE, backward) (time ratio, target <= 1.5).
+
+Each comparison runs warm-up iterations, then alternates the two contenders (ABAB...) and compares medians, so that
+drifts of a shared machine hit both alike. `--breakdown` adds component timings that explain the ratios.
+
+Usage::
+
+    HF_HUB_OFFLINE=1 python benchmarks/speed.py --config demo
+    HF_HUB_OFFLINE=1 python benchmarks/speed.py --config cifar --breakdown
+"""
+
+import os
+
+
+# Offline before anything imports huggingface_hub: online it retries the unreachable Hub for ~25 s.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse
+import datetime
+import inspect
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
+
+import jdcl
+from jdcl import JDCLPipeline
+from jdcl.config import DEFAULT_UNET_CONFIG
+from jdcl.models.joint_unet_2d import JointUNet2DModel
+
+
+TARGETS = {"sampling_jdcl_over_ddim": 0.98, "guided_over_unguided": 2.2, "joint_over_plain_step": 1.5}
+
+# The paper's CIFAR-10 UNet, exactly as tests/test_joint_unet_2d.py checks it against the authors' parameter count.
+CIFAR_UNET_CONFIG = {
+    "block_out_channels": (128, 256, 256, 256),
+    "layers_per_block": 3,
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    "attention_head_dim": 64,
+    "resnet_time_scale_shift": "scale_shift",
+    "dropout": 0.1,
+    "attn_norm_num_groups": 32,
+}
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "demo": {
+        "unet": {**DEFAULT_UNET_CONFIG, "sample_size": 16, "in_channels": 1, "out_channels": 1, "num_classes": 10},
+        "batch_size": 32,
+        "num_inference_steps": 20,
+        "repeats": 9,
+        "train_steps_per_repeat": 5,
+    },
+    # ~52.5M parameters: a few seconds per step on 2 cores, hence the small batch and few sampler steps.
+    "cifar": {
+        "unet": {**CIFAR_UNET_CONFIG, "sample_size": 32, "in_channels": 3, "out_channels": 3, "num_classes": 10},
+        "batch_size": 4,
+        "num_inference_steps": 3,
+        "repeats": 5,
+        "train_steps_per_repeat": 1,
+    },
+}
+
+
+def machine_description() -> dict[str, Any]:
+    """CPU model, core and thread counts and library versions, so recorded figures say where they come from."""
+    cpu_model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu_model": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "torch_num_threads": torch.get_num_threads(),
+        "torch_num_interop_threads": torch.get_num_interop_threads(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "jdcl": getattr(jdcl, "__version__", "unknown"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": "cpu",
+    }
+
+
+def build_models(unet_config: dict[str, Any], seed: int) -> tuple[JointUNet2DModel, UNet2DModel]:
+    """A `JointUNet2DModel` and a plain `UNet2DModel` holding the very same UNet weights."""
+    torch.manual_seed(seed)
+    joint = JointUNet2DModel(**unet_config)
+    # Only the arguments UNet2DModel knows: the classifier settings are jdcl's additions.
+    plain_arguments = set(inspect.signature(UNet2DModel.__init__).parameters) - {"self"}
+    plain_config = {key: value for key, value in joint.config.items() if key in plain_arguments}
+    plain = UNet2DModel(**plain_config)
+    state_dict = {key: value for key, value in joint.state_dict().items() if not key.startswith("classifier.")}
+    plain.load_state_dict(state_dict, strict=True)
+    return joint, plain
+
+
+def check_same_outputs(joint: JointUNet2DModel, plain: UNet2DModel, batch: torch.Tensor) -> None:
+    """Guards the comparison itself: both models must compute the same function, else the ratios mean nothing."""
+    joint.eval()
+    plain.eval()
+    with torch.no_grad():
+        expected = plain(batch, 500).sample
+        actual = joint(batch, 500).sample
+    if not torch.equal(expected, actual):
+        raise RuntimeError(f"UNet outputs differ (max |diff| {(expected - actual).abs().max().item():.3g}).")
+
+
+def time_call(function: Callable[[], Any]) -> float:
+    """Wall-clock seconds of one call."""
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def compare(
+    name_a: str,
+    function_a: Callable[[], Any],
+    name_b: str,
+    function_b: Callable[[], Any],
+    warmup: int,
+    repeats: int,
+) -> dict[str, Any]:
+    """Warm both up, then time them alternately (ABAB...) and return both medians and their ratio `a / b`."""
+    for _ in range(warmup):
+        function_a()
+        function_b()
+    times_a, times_b = [], []
+    for repeat in range(repeats):
+        # Swap who goes first each round so that neither always runs on a cache the other just warmed.
+        if repeat % 2 == 0:
+            times_a.append(time_call(function_a))
+            times_b.append(time_call(function_b))
+        else:
+            times_b.append(time_call(function_b))
+            times_a.append(time_call(function_a))
+    median_a, median_b = statistics.median(times_a), statistics.median(times_b)
+    return {
+        f"{name_a}_seconds": times_a,
+        f"{name_b}_seconds": times_b,
+        f"{name_a}_median_s": median_a,
+        f"{name_b}_median_s": median_b,
+        "time_ratio": median_a / median_b,
+        # A second view, less sensitive to slow drifts: the median of the per-round ratios.
+        "paired_time_ratio_median": statistics.median(a / b for a, b in zip(times_a, times_b)),
+    }
+
+
+def median_time(function: Callable[[], Any], warmup: int, repeats: int) -> float:
+    """Median wall-clock seconds of `function` after `warmup` untimed calls."""
+    for _ in range(warmup):
+        function()
+    return statistics.median(time_call(function) for _ in range(repeats))
+
+
+def make_schedulers() -> tuple[DDIMScheduler, DDIMScheduler]:
+    """Two identical DDIM schedulers (each pipeline mutates its own timesteps), the paper's linear betas."""
+    scheduler = DDIMScheduler(beta_start=1e-3, beta_end=0.02)
+    return scheduler, DDIMScheduler.from_config(scheduler.config)
+
+
+def benchmark_sampling(
+    joint: JointUNet2DModel, plain: UNet2DModel, batch_size: int, num_inference_steps: int, warmup: int, repeats: int
+) -> tuple[dict[str, Any], dict[str, Any], JDCLPipeline]:
+    """(a): JDCL unguided vs DDIMPipeline, and JDCL guided vs unguided."""
+    joint.eval()
+    plain.eval()
+    jdcl_scheduler, ddim_scheduler = make_schedulers()
+    jdcl_pipe = JDCLPipeline(unet=joint, scheduler=jdcl_scheduler)
+    ddim_pipe = DDIMPipeline(unet=plain, scheduler=ddim_scheduler)
+    for pipe in (jdcl_pipe, ddim_pipe):
+        pipe.set_progress_bar_config(disable=True)
+    labels = [index % joint.config.num_classes for index in range(batch_size)]
+
+    def run_jdcl() -> None:
+        jdcl_pipe(
+            batch_size=batch_size,
+            num_inference_steps=num_inference_steps,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        )
+
+    def run_ddim() -> None:
+        ddim_pipe(
+            batch_size=batch_size,
+            num_inference_steps=num_inference_steps,
+            eta=0.0,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        )
+
+    def run_guided() -> None:
+        jdcl_pipe(
+            class_labels=labels,
+            guidance_scale=3.0,
+            num_inference_steps=num_inference_steps,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        )
+
+    unguided = compare("jdcl_unguided", run_jdcl, "ddim_pipeline", run_ddim, warmup, repeats)
+    images = batch_size
+    unguided["jdcl_unguided_images_per_s"] = images / unguided["jdcl_unguided_median_s"]
+    unguided["ddim_pipeline_images_per_s"] = images / unguided["ddim_pipeline_median_s"]
+    # Throughput ratio = inverse time ratio; the target is on throughput.
+    unguided["ratio"] = unguided["jdcl_unguided_images_per_s"] / unguided["ddim_pipeline_images_per_s"]
+    unguided["target"] = f">= {TARGETS['sampling_jdcl_over_ddim']}"
+    unguided["met"] = unguided["ratio"] >= TARGETS["sampling_jdcl_over_ddim"]
+
+    guided = compare("jdcl_guided", run_guided, "jdcl_unguided", run_jdcl, warmup, repeats)
+    guided["jdcl_guided_images_per_s"] = images / guided["jdcl_guided_median_s"]
+    guided["jdcl_unguided_images_per_s"] = images / guided["jdcl_unguided_median_s"]
+    guided["ratio"] = guided["time_ratio"]
+    guided["target"] = f"<= {TARGETS['guided_over_unguided']}"
+    guided["met"] = guided["ratio"] <= TARGETS["guided_over_unguided"]
+    return unguided, guided, jdcl_pipe
+
+
+def make_training_batch(
+    joint: JointUNet2DModel, batch_size: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clean images, noise, timesteps, noisy images and labels, fixed so both contenders see the same batch."""
+    generator = torch.Generator().manual_seed(seed)
+    channels, size = joint.config.in_channels, joint.config.sample_size
+    clean = torch.rand(batch_size, channels, size, size, generator=generator) * 2 - 1
+    noise = torch.randn(clean.shape, generator=generator)
+    timesteps = torch.randint(0, 1000, (batch_size,), generator=generator)
+    noisy = DDIMScheduler(beta_start=1e-3, beta_end=0.02).add_noise(clean, noise, timesteps)
+    labels = torch.randint(0, joint.config.num_classes, (batch_size,), generator=generator)
+    return clean, noise, timesteps, noisy, labels
+
+
+def benchmark_training(
+    joint: JointUNet2DModel,
+    plain: UNet2DModel,
+    batch_size: int,
+    steps_per_repeat: int,
+    warmup: int,
+    repeats: int,
+    seed: int,
+) -> dict[str, Any]:
+    """(b): one joint step (eps MSE + CE, forward and backward) vs one plain diffusion step, on the same batch."""
+    joint.train()
+    plain.train()
+    clean, noise, timesteps, noisy, labels = make_training_batch(joint, batch_size, seed)
+
+    # zero_grad(set_to_none) in both: the optimizer update itself is left out of both (it would also move the
+    # weights apart), so the ratio is forward + backward only.
+    def joint_step() -> None:
+        for _ in range(steps_per_repeat):
+            joint.zero_grad(set_to_none=True)
+            output = joint.joint_forward(noisy, timesteps, clean)
+            loss = F.mse_loss(output.sample, noise) + 1e-3 * F.cross_entropy(output.logits, labels)
+            loss.backward()
+
+    def plain_step() -> None:
+        for _ in range(steps_per_repeat):
+            plain.zero_grad(set_to_none=True)
+            loss = F.mse_loss(plain(noisy, timesteps).sample, noise)
+            loss.backward()
+
+    result = compare("joint_step", joint_step, "plain_step", plain_step, warmup, repeats)
+    for name in ("joint_step", "plain_step"):
+        result[f"{name}_median_s"] /= steps_per_repeat
+        result[f"{name}_seconds"] = [seconds / steps_per_repeat for seconds in result[f"{name}_seconds"]]
+        result[f"{name}_images_per_s"] = batch_size / result[f"{name}_median_s"]
+    result["ratio"] = result["time_ratio"]
+    result["target"] = f"<= {TARGETS['joint_over_plain_step']}"
+    result["met"] = result["ratio"] <= TARGETS["joint_over_plain_step"]
+    return result
+
+
+def breakdown(
+    joint: JointUNet2DModel, pipe: JDCLPipeline, batch_size: int, warmup: int, repeats: int, seed: int
+) -> dict[str, float]:
+    """Median seconds of the pieces the ratios are made of, to tell where extra time goes."""
+    clean, noise, timesteps, noisy, labels = make_training_batch(joint, batch_size, seed)
+    results: dict[str, float] = {}
+
+    # Sampling pieces, in eval mode as in the pipelines.
+    joint.eval()
+    step_t = torch.tensor(500)
+    with torch.no_grad():
+        noise_pred = joint(noisy, step_t).sample
+
+    def unet_forward() -> None:
+        with torch.no_grad():
+            joint(noisy, step_t)
+
+    def encoder_forward() -> None:
+        with torch.no_grad():
+            joint.encode(noisy, step_t)
+
+    def classify_forward() -> None:
+        with torch.no_grad():
+            joint.classify(clean)
+
+    def guidance_term() -> None:
+        pipe._guided_noise_pred(noisy, step_t, noise_pred, labels, 3.0, None)
+
+    results["sample_unet_forward_s"] = median_time(unet_forward, warmup, repeats)
+    results["sample_encoder_forward_s"] = median_time(encoder_forward, warmup, repeats)
+    results["sample_classify_forward_s"] = median_time(classify_forward, warmup, repeats)
+    results["sample_guidance_term_s"] = median_time(guidance_term, warmup, repeats)
+    # The same guidance term with the weights frozen: autograd then records and saves only what the input gradient
+    # needs. This tries a possible fix from outside the library, without changing its code.
+    requires_grad = [parameter.requires_grad for parameter in joint.parameters()]
+    joint.requires_grad_(False)
+    results["sample_guidance_term_frozen_weights_s"] = median_time(guidance_term, warmup, repeats)
+    for parameter, flag in zip(joint.parameters(), requires_grad):
+        parameter.requires_grad_(flag)
+
+    # Training pieces, in train mode as in the step benchmark.
+    joint.train()
+    both = torch.cat([noisy, clean])
+    both_t = torch.cat([timesteps, torch.zeros_like(timesteps)])
+
+    def plain_forward() -> None:
+        with torch.no_grad():
+            joint(noisy, timesteps)
+
+    def joint_forward() -> None:
+        with torch.no_grad():
+            joint.joint_forward(noisy, timesteps, clean)
+
+    def encoder_step(sample: torch.Tensor, steps: torch.Tensor) -> Callable[[], None]:
+        def step() -> None:
+            joint.zero_grad(set_to_none=True)
+            joint.pool_features(joint.encode(sample, steps)).square().mean().backward()
+
+        return step
+
+    def full_step() -> None:
+        joint.zero_grad(set_to_none=True)
+        encoder_output = joint.encode(noisy, timesteps)
+        F.mse_loss(joint.decode(encoder_output), noise).backward()
+
+    results["train_plain_forward_s"] = median_time(plain_forward, warmup, repeats)
+    results["train_joint_forward_s"] = median_time(joint_forward, warmup, repeats)
+    results["train_encoder_step_batch_s"] = median_time(encoder_step(noisy, timesteps), warmup, repeats)
+    results["train_encoder_step_2x_batch_s"] = median_time(encoder_step(both, both_t), warmup, repeats)
+    results["train_full_step_s"] = median_time(full_step, warmup, repeats)
+    return results
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="demo", help="UNet preset to benchmark.")
+    parser.add_argument("--batch_size", type=int, default=None, help="Images per batch (sampling and training).")
+    parser.add_argument("--num_inference_steps", type=int, default=None, help="DDIM steps per sampling call.")
+    parser.add_argument("--repeats", type=int, default=None, help="Timed rounds per contender.")
+    parser.add_argument("--warmup", type=int, default=2, help="Untimed rounds per contender before timing.")
+    parser.add_argument(
+        "--train_steps_per_repeat", type=int, default=None, help="Training steps in one timed round (short steps)."
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--breakdown", action="store_true", help="Also time the components behind the ratios.")
+    parser.add_argument(
+        "--output", type=str, default=None, help="JSON path; benchmarks/results/speed_<config>_cpu.json"
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    preset = CONFIGS[args.config]
+    batch_size = args.batch_size or preset["batch_size"]
+    num_inference_steps = args.num_inference_steps or preset["num_inference_steps"]
+    repeats = args.repeats or preset["repeats"]
+    steps_per_repeat = args.train_steps_per_repeat or preset["train_steps_per_repeat"]
+    output = Path(args.output or Path(__file__).parent / "results" / f"speed_{args.config}_cpu.json")
+
+    joint, plain = build_models(preset["unet"], args.seed)
+    check_same_outputs(joint, plain, make_training_batch(joint, batch_size, args.seed)[3])
+    unet_parameters = sum(p.numel() for n, p in joint.named_parameters() if not n.startswith("classifier."))
+    head_parameters = sum(p.numel() for p in joint.classifier.parameters())
+
+    started = time.perf_counter()
+    unguided, guided, pipe = benchmark_sampling(joint, plain, batch_size, num_inference_steps, args.warmup, repeats)
+    training = benchmark_training(joint, plain, batch_size, steps_per_repeat, args.warmup, repeats, args.seed)
+    report: dict[str, Any] = {
+        "benchmark": "jdcl speed",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine_description(),
+        "config": {
+            "name": args.config,
+            "unet": {key: list(value) if isinstance(value, tuple) else value for key, value in preset["unet"].items()},
+            "unet_parameters": unet_parameters,
+            "classifier_parameters": head_parameters,
+            "batch_size": batch_size,
+            "num_inference_steps": num_inference_steps,
+            "scheduler": "DDIMScheduler(beta_start=1e-3, beta_end=0.02), eta=0",
+            "guidance_scale": 3.0,
+            "repeats": repeats,
+            "warmup": args.warmup,
+            "train_steps_per_repeat": steps_per_repeat,
+            "training_step": "zero_grad(set_to_none) + forward + loss + backward; no optimizer update",
+            "seed": args.seed,
+        },
+        "sampling_jdcl_over_ddim": unguided,
+        "guided_over_unguided": guided,
+        "joint_over_plain_step": training,
+    }
+    if args.breakdown:
+        report["breakdown"] = breakdown(joint, pipe, batch_size, args.warmup, repeats, args.seed)
+    report["elapsed_s"] = time.perf_counter() - started
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+
+    print(f"jdcl speed, config {args.config}, {report['machine']['cpu_model']}, {args.threads} threads")
+    print(f"  sampling (batch {batch_size}, {num_inference_steps} DDIM steps):")
+    print(
+        f"    JDCL unguided {unguided['jdcl_unguided_images_per_s']:.2f} img/s, DDIMPipeline "
+        f"{unguided['ddim_pipeline_images_per_s']:.2f} img/s -> ratio {unguided['ratio']:.3f} "
+        f"(target {unguided['target']}: {'met' if unguided['met'] else 'NOT met'})"
+    )
+    print(
+        f"    JDCL guided {guided['jdcl_guided_images_per_s']:.2f} img/s -> time over unguided {guided['ratio']:.3f} "
+        f"(target {guided['target']}: {'met' if guided['met'] else 'NOT met'})"
+    )
+    print(
+        f"  training (batch {batch_size}): joint step {training['joint_step_median_s'] * 1e3:.1f} ms, plain step "
+        f"{training['plain_step_median_s'] * 1e3:.1f} ms -> ratio {training['ratio']:.3f} "
+        f"(target {training['target']}: {'met' if training['met'] else 'NOT met'})"
+    )
+    if args.breakdown:
+        for key, seconds in report["breakdown"].items():
+            print(f"    {key}: {seconds * 1e3:.1f} ms")
+    print(f"  saved {output}")
+
+
+if __name__ == "__main__":
+    main()
