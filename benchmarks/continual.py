@@ -94,13 +94,17 @@ GAP_CLOSURE_TARGET = 0.90
 NON_BUDGET_FIELDS = set(ROW_FIELDS) | {"seed", "dataset_name", "dataset_config_name", "train_data_dir", "cache_dir"}
 
 # --quick: every code path of the full benchmark, with a budget that only checks that it runs.
+# On a shared 2-core machine a 16x16 training step can take seconds, hence 8x8 images, small batches and one step.
 QUICK_BUDGET = {
-    "local_train_steps": 3,
-    "global_train_steps": 3,
+    "resolution": 8,
+    "train_batch_size": 8,
+    "local_train_steps": 1,
+    "global_train_steps": 1,
     "replay_samples_per_class": 2,
     "replay_inference_steps": 2,
-    "grid_samples_per_class": 1,
-    "grid_inference_steps": 2,
+    "replay_batch_size": 16,
+    "eval_batch_size": 128,
+    "grid_samples_per_class": 0,
 }
 QUICK_TRAIN_PER_CLASS = 50
 QUICK_TEST_PER_CLASS = 20

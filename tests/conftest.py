@@ -15,3 +15,13 @@ def _small_cpu_threads():
     # Keep the tiny models fast and deterministic on the 2-core CI machines.
     torch.set_num_threads(2)
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    # Full-size end-to-end runs take minutes on 2 CPU cores; CI runs their small versions only.
+    if os.environ.get("JDCL_RUN_SLOW") == "1":
+        return
+    skip_slow = pytest.mark.skip(reason="slow end-to-end run; set JDCL_RUN_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)

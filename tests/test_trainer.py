@@ -108,7 +108,7 @@ def test_end_to_end_jdcl_writes_every_output(tmp_path):
     # The last task's pipeline loads and classifies among the classes it has seen.
     pipe = JDCLPipeline.from_pretrained(output_dir / "task-2")
     assert pipe.unet.config.sample_size == 8 and pipe.unet.config.num_classes == 10
-    images = torch.rand(3, 1, 8, 8) * 2 - 1
+    images = torch.rand(3, 1, 8, 8)  # the pipeline's [0, 1] convention
     classified = pipe.classify(images, classes=[0, 1, 2, 3])
     labels = torch.as_tensor(np.asarray(classified.labels))
     probabilities = torch.as_tensor(np.asarray(classified.probabilities))
