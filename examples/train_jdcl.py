@@ -45,7 +45,12 @@ def _flag_type(annotation):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        # A misspelt flag must fail, not silently set the field it abbreviates.
+        allow_abbrev=False,
+    )
     parser.add_argument("--config", type=str, default=None, help="A YAML/JSON preset (see examples/configs/).")
     hints = typing.get_type_hints(JDCLTrainingConfig)
     for field in dataclasses.fields(JDCLTrainingConfig):

@@ -49,7 +49,7 @@ TINY_FLAGS = [
 ]  # fmt: skip
 
 
-def script_env(threads: int = 2) -> dict:
+def script_env(threads: int = 1) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS=str(threads))
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), env.get("PYTHONPATH", "")])
     return env

@@ -304,7 +304,7 @@ def test_output_dir_of_another_run_is_refused(tmp_path, no_training):
     output_dir.mkdir()
     other = ContinualTrainer(tiny_config(tmp_path / "other", seed=1))
     (output_dir / "run_config.json").write_text(json.dumps({"identity": other._identity}))
-    with pytest.raises(ValueError, match="another configuration.*seed"):
+    with pytest.raises(ValueError, match=r"another configuration \(differs in \['seed'\]\)"):
         ContinualTrainer(tiny_config(output_dir))
     with pytest.raises(ValueError, match="another configuration"):
         ContinualTrainer(tiny_config(output_dir, seed=1, class_order=[0, 1, 2, 4]))

@@ -207,6 +207,7 @@ class ContinualTrainer:
     ):
         self.config = config
         self.output_dir = Path(config.output_dir)
+        self._owns_accelerator = accelerator is None
         if accelerator is None:
             log_with = None if config.logger == "none" else config.logger
             accelerator = Accelerator(
@@ -242,7 +243,8 @@ class ContinualTrainer:
         if config.push_to_hub:
             self.hub_uploader = TaskHubUploader(
                 config.hub_model_id or self.output_dir.resolve().name,
-                token=config.hub_token,
+                # A given client carries its own credentials.
+                token=config.hub_token if hub_api is None else None,
                 private=config.hub_private_repo,
                 api=hub_api,
             )
@@ -318,6 +320,9 @@ class ContinualTrainer:
         self._identity = identity
 
     def _write_run_config(self) -> None:
+        # Every process checks the folder in __init__: none may write run_config.json before all have checked, or a
+        # slower process would find it and refuse "a folder that already holds this run".
+        self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             run_config_path = self.output_dir / RUN_CONFIG_NAME
@@ -384,10 +389,14 @@ class ContinualTrainer:
             task_dir = self.output_dir / task_revision(task_index + 1)
             if config.resume_from_checkpoint is not None and (task_dir / "model_index.json").exists():
                 global_model = JDCLPipeline.from_pretrained(task_dir).unet.to(accelerator.device).eval()
-                if task_index < len(metrics["accuracy_matrix"]):
+                if task_index < len(metrics["accuracy_matrix"]) and task_index < len(metrics["accuracy_seen"]):
                     accuracy_matrix.add_row(metrics["accuracy_matrix"][task_index][: task_index + 1])
                 else:
-                    accuracy_matrix.add_row(self._evaluate(global_model, task_index).accuracy_per_task)
+                    # Killed between saving the task folder and writing metrics.json: evaluate it again.
+                    evaluation = self._evaluate(global_model, task_index)
+                    accuracy_matrix.add_row(evaluation.accuracy_per_task)
+                    metrics["accuracy_seen"] = metrics["accuracy_seen"][:task_index] + [evaluation.accuracy_seen]
+                self._global_step += self._task_total_steps(task_index)
                 logger.info(f"Task {task_index + 1} was finished by an earlier run; loaded it from {task_dir}.")
                 continue
 
@@ -428,8 +437,19 @@ class ContinualTrainer:
             accelerator.wait_for_everyone()
 
         final = self._write_metrics(metrics, accuracy_matrix)
-        accelerator.end_training()
+        if self._owns_accelerator:
+            accelerator.end_training()
         return final
+
+    def _task_total_steps(self, task_index: int) -> int:
+        """Training steps of one task over all its stages: the tensorboard step offset of the next task."""
+        config = self.config
+        if task_index == 0:
+            steps = config.total_first_task_steps
+        else:
+            steps = config.local_train_steps + config.global_train_steps
+        # The separate ablation trains two models per stage.
+        return steps if config.joint_modelling else 2 * steps
 
     def _train_task(self, task_index: int, global_model: JointUNet2DModel | None, metrics: dict) -> JointUNet2DModel:
         config = self.config
@@ -633,6 +653,7 @@ class ContinualTrainer:
     ) -> JointUNet2DModel:
         saved = self._state_dir(task_index) / "local"
         if (saved / "config.json").exists():
+            self._global_step += self.config.local_train_steps
             return JointUNet2DModel.from_pretrained(saved).to(self.accelerator.device).eval()
         if self.config.local_init == "global":
             init = copy.deepcopy(global_model)

@@ -1,0 +1,65 @@
+"""`benchmarks/continual.py --quick`: every row runs through `train_jdcl` and lands in the results with its shape."""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MNIST_10K = Path(
+    os.environ.get("JDCL_MNIST10K") or Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-10k"
+)
+
+
+def _load_benchmark():
+    # benchmarks/ is not a package: load the script as a module, as `python benchmarks/continual.py` would run it.
+    spec = importlib.util.spec_from_file_location("benchmark_continual", REPO_ROOT / "benchmarks" / "continual.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not MNIST_10K.is_dir(), reason=f"mnist-10k not found at {MNIST_10K} (set JDCL_MNIST10K)")
+def test_quick_benchmark_records_every_row(tmp_path, capsys):
+    benchmark = _load_benchmark()
+    results_path = tmp_path / "results.json"
+    argv = [
+        "--quick",
+        "--results",
+        str(results_path),
+        "--work_dir",
+        str(tmp_path / "runs"),
+        "--dataset",
+        str(MNIST_10K),
+    ]
+    benchmark.main(argv)
+
+    results = json.loads(results_path.read_text())
+    assert {"dataset", "machine", "date", "budget", "rows", "gap_closure", "in_distribution"} <= set(results)
+    assert results["budget"]["local_train_steps"] == benchmark.QUICK_BUDGET["local_train_steps"]
+    assert set(results["rows"]) == set(benchmark.ROWS)
+    num_tasks = results["budget"]["num_tasks"]
+    for row, entry in results["rows"].items():
+        assert entry["seeds"] == [0], row
+        for key in ("average_accuracy", "forgetting", "wall_seconds"):
+            assert len(entry[key]) == 1 and isinstance(entry[key][0], float), (row, key)
+        (matrix,) = entry["accuracy_matrix"]
+        assert len(matrix) == num_tasks and all(len(line) == num_tasks for line in matrix), row
+        assert all(matrix[i][j] is not None for i in range(num_tasks) for j in range(i + 1)), row
+    assert results["gap_closure"] is None or isinstance(results["gap_closure"], float)
+    for row in ("jdcl", "separate"):
+        figures = results["in_distribution"][row]
+        assert figures["seeds"] == [0]
+        assert 0.0 <= figures["ks_statistic"][0] <= 1.0
+        assert 0.0 < figures["mean_confidence_rehearsal"][0] <= 1.0
+        assert 0.0 < figures["mean_confidence_test"][0] <= 1.0
+    assert "gap closure" in capsys.readouterr().out
+
+    # A rerun of the same budget skips what is recorded; another budget in the same file is refused.
+    benchmark.main(argv + ["--rows", "jdcl"])
+    assert json.loads(results_path.read_text())["rows"]["jdcl"]["seeds"] == [0]
+    with pytest.raises(SystemExit, match="another budget"):
+        benchmark.main(argv + ["--local_train_steps", "2"])
