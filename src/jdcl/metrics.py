@@ -107,8 +107,14 @@ def _validate_row(row: Any, i: int) -> list[float]:
     return values
 
 
-def _lower_triangle(accuracy_matrix: Any) -> list[list[float]]:
-    """Validates an accuracy matrix and returns its required entries `a[i][j]`, `j <= i`, as floats."""
+def lower_triangle(accuracy_matrix: Any) -> list[list[float]]:
+    """
+    Validates an accuracy matrix and returns its required entries `a[i][j]`, `j <= i`, as floats.
+
+    Args:
+        accuracy_matrix (`AccuracyMatrix`, nested sequences, `np.ndarray` or `torch.Tensor`):
+            Row `i` holds the accuracies after training task `i`; entries `j > i` are ignored.
+    """
     if isinstance(accuracy_matrix, AccuracyMatrix):
         accuracy_matrix = accuracy_matrix.rows
     if isinstance(accuracy_matrix, torch.Tensor):
@@ -146,7 +152,7 @@ def continual_metrics(accuracy_matrix: Any) -> dict[str, float]:
         `dict[str, float]`: `average_accuracy`, `average_incremental_accuracy`, `forgetting` and
         `backward_transfer`, as plain Python floats.
     """
-    a = _lower_triangle(accuracy_matrix)
+    a = lower_triangle(accuracy_matrix)
     last = len(a) - 1
     average_accuracy = sum(a[last]) / len(a[last])
     average_incremental_accuracy = sum(sum(row) / len(row) for row in a) / len(a)

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -28,6 +27,8 @@ import PIL.Image
 import PIL.ImageDraw
 import torch
 from diffusers.utils import make_image_grid
+
+from .metrics import AccuracyMatrix, lower_triangle
 
 
 __all__ = ["make_class_grid", "plot_accuracy_matrix", "save_image_atomically"]
@@ -80,35 +81,12 @@ def save_image_atomically(image: PIL.Image.Image, path: str | os.PathLike) -> No
 
 
 def _accuracy_array(accuracy_matrix: Any) -> np.ndarray:
-    """Turns a partially filled accuracy matrix into a float array with NaN wherever `j > i` or nothing was given."""
-    num_columns = None
-    if hasattr(accuracy_matrix, "to_list") and hasattr(accuracy_matrix, "num_tasks"):
-        num_columns = accuracy_matrix.num_tasks
-        accuracy_matrix = accuracy_matrix.to_list()
-    if isinstance(accuracy_matrix, torch.Tensor):
-        accuracy_matrix = accuracy_matrix.detach().cpu().tolist()
-    elif isinstance(accuracy_matrix, np.ndarray):
-        accuracy_matrix = accuracy_matrix.tolist()
-    if accuracy_matrix is None or len(accuracy_matrix) == 0:
-        raise ValueError("`accuracy_matrix` is empty; it needs at least the row for the first task.")
-    for i, row in enumerate(accuracy_matrix):
-        if row is None or isinstance(row, (str, bytes)) or not hasattr(row, "__len__"):
-            raise ValueError(f"Row {i} of `accuracy_matrix` is not a sequence of accuracies: {row!r}.")
-        if len(row) < i + 1:
-            raise ValueError(
-                f"Row {i} of `accuracy_matrix` has {len(row)} entries but needs at least {i + 1} "
-                f"(accuracies on tasks 0..{i} after training task {i}); the matrix is ragged."
-            )
-    if num_columns is None:
-        num_columns = max(len(row) for row in accuracy_matrix)
-    num_columns = max(num_columns, len(accuracy_matrix))
-
-    array = np.full((len(accuracy_matrix), num_columns), np.nan)
-    for i, row in enumerate(accuracy_matrix):
-        for j in range(min(i + 1, len(row))):
-            value = row[j]
-            if isinstance(value, numbers.Real) and not isinstance(value, bool):
-                array[i, j] = float(value)
+    """Turns a partially filled accuracy matrix into a float array with NaN wherever `j > i`."""
+    num_columns = accuracy_matrix.num_tasks if isinstance(accuracy_matrix, AccuracyMatrix) else 0
+    rows = lower_triangle(accuracy_matrix)
+    array = np.full((len(rows), max(num_columns, len(rows))), np.nan)
+    for i, row in enumerate(rows):
+        array[i, : i + 1] = row
     return array
 
 
