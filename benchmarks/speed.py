@@ -39,6 +39,8 @@ import diffusers
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 import jdcl
 from jdcl import JDCLPipeline
@@ -63,10 +65,10 @@ CIFAR_UNET_CONFIG = {
 CONFIGS: dict[str, dict[str, Any]] = {
     "demo": {
         "unet": {**DEFAULT_UNET_CONFIG, "sample_size": 16, "in_channels": 1, "out_channels": 1, "num_classes": 10},
-        "batch_size": 32,
-        "num_inference_steps": 20,
-        "repeats": 9,
-        "train_steps_per_repeat": 5,
+        "batch_size": 16,
+        "num_inference_steps": 10,
+        "repeats": 11,
+        "train_steps_per_repeat": 2,
     },
     # ~52.5M parameters: a few seconds per step on 2 cores, hence the small batch and few sampler steps.
     "cifar": {
@@ -128,11 +130,74 @@ def check_same_outputs(joint: JointUNet2DModel, plain: UNet2DModel, batch: torch
         raise RuntimeError(f"UNet outputs differ (max |diff| {(expected - actual).abs().max().item():.3g}).")
 
 
-def time_call(function: Callable[[], Any]) -> float:
-    """Wall-clock seconds of one call."""
-    start = time.perf_counter()
+def time_call(function: Callable[[], Any]) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
     function()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+class _FlopCounter(TorchDispatchMode):
+    """Sums the FLOPs of matmuls and convolutions, forward and backward, with torch's formulas.
+
+    torch has no formula for CPU flash attention (`_scaled_dot_product_flash_attention_for_cpu`), so attention score
+    products go uncounted: about 3% of a UNet forward on both presets here, too little to move the ratios much.
+
+    torch's `FlopCounterMode` also tracks modules with backward hooks, which `torch.autograd.grad` (the guidance
+    term) rejects; counting at the dispatch level alone avoids them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # FlopCounterMode's registry holds the formulas already wrapped to take tensors.
+        self.registry = FlopCounterMode(display=False).flop_registry
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = self.registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def count_flops(function: Callable[[], Any]) -> int:
+    """FLOPs of one call (matmuls and convolutions; forward and backward), immune to machine load."""
+    with _FlopCounter() as counter:
+        function()
+    return counter.total
+
+
+def interleaved_medians(
+    functions: dict[str, Callable[[], Any]], warmup: int, repeats: int
+) -> dict[str, dict[str, float | list[float]]]:
+    """Times every function once per round, rotating who goes first, and returns per-function medians.
+
+    Interleaving puts every contender under the same load drift of a shared machine; rotating the order keeps any of
+    them from always running on caches (or a scheduler slot) the previous one just left.
+    """
+    names = list(functions)
+    for _ in range(warmup):
+        for name in names:
+            functions[name]()
+    walls: dict[str, list[float]] = {name: [] for name in names}
+    cpus: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            wall, cpu = time_call(functions[name])
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    return {
+        name: {
+            "seconds": walls[name],
+            "median_s": statistics.median(walls[name]),
+            "cpu_seconds": cpus[name],
+            "cpu_median_s": statistics.median(cpus[name]),
+        }
+        for name in names
+    }
 
 
 def compare(
@@ -143,36 +208,21 @@ def compare(
     warmup: int,
     repeats: int,
 ) -> dict[str, Any]:
-    """Warm both up, then time them alternately (ABAB...) and return both medians and their ratio `a / b`."""
-    for _ in range(warmup):
-        function_a()
-        function_b()
-    times_a, times_b = [], []
-    for repeat in range(repeats):
-        # Swap who goes first each round so that neither always runs on a cache the other just warmed.
-        if repeat % 2 == 0:
-            times_a.append(time_call(function_a))
-            times_b.append(time_call(function_b))
-        else:
-            times_b.append(time_call(function_b))
-            times_a.append(time_call(function_a))
-    median_a, median_b = statistics.median(times_a), statistics.median(times_b)
-    return {
-        f"{name_a}_seconds": times_a,
-        f"{name_b}_seconds": times_b,
-        f"{name_a}_median_s": median_a,
-        f"{name_b}_median_s": median_b,
-        "time_ratio": median_a / median_b,
-        # A second view, less sensitive to slow drifts: the median of the per-round ratios.
-        "paired_time_ratio_median": statistics.median(a / b for a, b in zip(times_a, times_b)),
-    }
-
-
-def median_time(function: Callable[[], Any], warmup: int, repeats: int) -> float:
-    """Median wall-clock seconds of `function` after `warmup` untimed calls."""
-    for _ in range(warmup):
-        function()
-    return statistics.median(time_call(function) for _ in range(repeats))
+    """Warm both up, time them alternately (ABAB...) and return both medians and the ratio `a / b` of medians."""
+    timings = interleaved_medians({name_a: function_a, name_b: function_b}, warmup, repeats)
+    result: dict[str, Any] = {}
+    for name, timing in timings.items():
+        for key, value in timing.items():
+            result[f"{name}_{key}"] = value
+    result["time_ratio"] = result[f"{name_a}_median_s"] / result[f"{name_b}_median_s"]
+    # Two more views, less sensitive to a shared machine: the median of per-round ratios (slow drifts cancel within a
+    # round), and the ratio of median process CPU times (time spent descheduled does not count).
+    result["paired_time_ratio_median"] = statistics.median(
+        a / b for a, b in zip(result[f"{name_a}_seconds"], result[f"{name_b}_seconds"])
+    )
+    result["cpu_time_ratio"] = result[f"{name_a}_cpu_median_s"] / result[f"{name_b}_cpu_median_s"]
+    result["flops_ratio"] = count_flops(function_a) / count_flops(function_b)
+    return result
 
 
 def make_schedulers() -> tuple[DDIMScheduler, DDIMScheduler]:
@@ -284,7 +334,9 @@ def benchmark_training(
     result = compare("joint_step", joint_step, "plain_step", plain_step, warmup, repeats)
     for name in ("joint_step", "plain_step"):
         result[f"{name}_median_s"] /= steps_per_repeat
-        result[f"{name}_seconds"] = [seconds / steps_per_repeat for seconds in result[f"{name}_seconds"]]
+        result[f"{name}_cpu_median_s"] /= steps_per_repeat
+        for key in (f"{name}_seconds", f"{name}_cpu_seconds"):
+            result[key] = [seconds / steps_per_repeat for seconds in result[key]]
         result[f"{name}_images_per_s"] = batch_size / result[f"{name}_median_s"]
     result["ratio"] = result["time_ratio"]
     result["target"] = f"<= {TARGETS['joint_over_plain_step']}"
@@ -294,17 +346,15 @@ def benchmark_training(
 
 def breakdown(
     joint: JointUNet2DModel, pipe: JDCLPipeline, batch_size: int, warmup: int, repeats: int, seed: int
-) -> dict[str, float]:
-    """Median seconds of the pieces the ratios are made of, to tell where extra time goes."""
+) -> dict[str, Any]:
+    """Median seconds and FLOPs of the pieces the ratios are made of, to tell where extra time goes."""
     clean, noise, timesteps, noisy, labels = make_training_batch(joint, batch_size, seed)
-    results: dict[str, float] = {}
-
-    # Sampling pieces, in eval mode as in the pipelines.
-    joint.eval()
     step_t = torch.tensor(500)
+    joint.eval()
     with torch.no_grad():
         noise_pred = joint(noisy, step_t).sample
 
+    # Sampling pieces (eval mode, as in the pipelines): one UNet forward, and the guidance term added on top of it.
     def unet_forward() -> None:
         with torch.no_grad():
             joint(noisy, step_t)
@@ -313,37 +363,21 @@ def breakdown(
         with torch.no_grad():
             joint.encode(noisy, step_t)
 
-    def classify_forward() -> None:
-        with torch.no_grad():
-            joint.classify(clean)
-
     def guidance_term() -> None:
         pipe._guided_noise_pred(noisy, step_t, noise_pred, labels, 3.0, None)
 
-    results["sample_unet_forward_s"] = median_time(unet_forward, warmup, repeats)
-    results["sample_encoder_forward_s"] = median_time(encoder_forward, warmup, repeats)
-    results["sample_classify_forward_s"] = median_time(classify_forward, warmup, repeats)
-    results["sample_guidance_term_s"] = median_time(guidance_term, warmup, repeats)
-    # The same guidance term with the weights frozen: autograd then records and saves only what the input gradient
-    # needs. This tries a possible fix from outside the library, without changing its code.
-    requires_grad = [parameter.requires_grad for parameter in joint.parameters()]
-    joint.requires_grad_(False)
-    results["sample_guidance_term_frozen_weights_s"] = median_time(guidance_term, warmup, repeats)
-    for parameter, flag in zip(joint.parameters(), requires_grad):
-        parameter.requires_grad_(flag)
+    def guidance_term_frozen() -> None:
+        # The same term with the weights frozen: autograd then records and saves only what the input gradient needs.
+        # This tries a possible fix from outside the library, without changing its code.
+        joint.requires_grad_(False)
+        try:
+            guidance_term()
+        finally:
+            joint.requires_grad_(True)
 
-    # Training pieces, in train mode as in the step benchmark.
-    joint.train()
+    # Training pieces (train mode, as in the step benchmark).
     both = torch.cat([noisy, clean])
     both_t = torch.cat([timesteps, torch.zeros_like(timesteps)])
-
-    def plain_forward() -> None:
-        with torch.no_grad():
-            joint(noisy, timesteps)
-
-    def joint_forward() -> None:
-        with torch.no_grad():
-            joint.joint_forward(noisy, timesteps, clean)
 
     def encoder_step(sample: torch.Tensor, steps: torch.Tensor) -> Callable[[], None]:
         def step() -> None:
@@ -352,16 +386,37 @@ def breakdown(
 
         return step
 
-    def full_step() -> None:
+    def plain_step() -> None:
         joint.zero_grad(set_to_none=True)
-        encoder_output = joint.encode(noisy, timesteps)
-        F.mse_loss(joint.decode(encoder_output), noise).backward()
+        F.mse_loss(joint(noisy, timesteps).sample, noise).backward()
 
-    results["train_plain_forward_s"] = median_time(plain_forward, warmup, repeats)
-    results["train_joint_forward_s"] = median_time(joint_forward, warmup, repeats)
-    results["train_encoder_step_batch_s"] = median_time(encoder_step(noisy, timesteps), warmup, repeats)
-    results["train_encoder_step_2x_batch_s"] = median_time(encoder_step(both, both_t), warmup, repeats)
-    results["train_full_step_s"] = median_time(full_step, warmup, repeats)
+    def joint_step() -> None:
+        joint.zero_grad(set_to_none=True)
+        output = joint.joint_forward(noisy, timesteps, clean)
+        (F.mse_loss(output.sample, noise) + 1e-3 * F.cross_entropy(output.logits, labels)).backward()
+
+    sampling = {
+        "unet_forward": unet_forward,
+        "encoder_forward": encoder_forward,
+        "guidance_term": guidance_term,
+        "guidance_term_frozen_weights": guidance_term_frozen,
+    }
+    training = {
+        "plain_step": plain_step,
+        "joint_step": joint_step,
+        "encoder_step_batch": encoder_step(noisy, timesteps),
+        "encoder_step_2x_batch": encoder_step(both, both_t),
+    }
+    results: dict[str, Any] = {}
+    for mode, functions in (("eval", sampling), ("train", training)):
+        joint.train(mode == "train")
+        timings = interleaved_medians(functions, warmup, repeats)
+        for name, function in functions.items():
+            results[name] = {
+                "median_s": timings[name]["median_s"],
+                "cpu_median_s": timings[name]["cpu_median_s"],
+                "gflops": count_flops(function) / 1e9,
+            }
     return results
 
 
@@ -399,6 +454,8 @@ def main() -> None:
     unet_parameters = sum(p.numel() for n, p in joint.named_parameters() if not n.startswith("classifier."))
     head_parameters = sum(p.numel() for p in joint.classifier.parameters())
 
+    # A shared machine's load skews wall times; record it so the figures can be judged.
+    load_before = os.getloadavg()
     started = time.perf_counter()
     unguided, guided, pipe = benchmark_sampling(joint, plain, batch_size, num_inference_steps, args.warmup, repeats)
     training = benchmark_training(joint, plain, batch_size, steps_per_repeat, args.warmup, repeats, args.seed)
@@ -428,6 +485,7 @@ def main() -> None:
     if args.breakdown:
         report["breakdown"] = breakdown(joint, pipe, batch_size, args.warmup, repeats, args.seed)
     report["elapsed_s"] = time.perf_counter() - started
+    report["machine"]["load_average_1_5_15_min"] = {"before": load_before, "after": os.getloadavg()}
 
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
@@ -448,9 +506,20 @@ def main() -> None:
         f"{training['plain_step_median_s'] * 1e3:.1f} ms -> ratio {training['ratio']:.3f} "
         f"(target {training['target']}: {'met' if training['met'] else 'NOT met'})"
     )
+    for key in ("sampling_jdcl_over_ddim", "guided_over_unguided", "joint_over_plain_step"):
+        result = report[key]
+        print(
+            f"    {key}: other views of the time ratio: paired {result['paired_time_ratio_median']:.3f}, "
+            f"CPU time {result['cpu_time_ratio']:.3f}, FLOPs {result['flops_ratio']:.3f}"
+        )
+    print(f"  load average before/after: {load_before} / {report['machine']['load_average_1_5_15_min']['after']}")
     if args.breakdown:
-        for key, seconds in report["breakdown"].items():
-            print(f"    {key}: {seconds * 1e3:.1f} ms")
+        print(f"  breakdown (batch {batch_size}, one call each):")
+        for key, piece in report["breakdown"].items():
+            print(
+                f"    {key}: {piece['median_s'] * 1e3:.1f} ms wall, {piece['cpu_median_s'] * 1e3:.1f} ms CPU, "
+                f"{piece['gflops']:.2f} GFLOP"
+            )
     print(f"  saved {output}")
 
 
