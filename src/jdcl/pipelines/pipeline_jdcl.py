@@ -174,8 +174,10 @@ class JDCLPipeline(DiffusionPipeline):
         classes: Sequence[int] | None,
     ) -> torch.Tensor:
         # Classifier guidance with the model's own classifier, read on the predicted clean image (the classifier only
-        # knows t = 0). The gradient goes through x0_hat alone, not back through the UNet: that keeps a guided step
-        # at about one UNet forward plus one encoder forward and backward.
+        # knows t = 0): eps - s * sqrt(1 - alpha_bar) * grad log p(y | x0_hat). The gradient at x0_hat stands in for
+        # the gradient at x_t; the chain rule's 1 / sqrt(alpha_bar) ignores that eps itself follows x_t and blows up at
+        # high noise. The gradient does not go back through the UNet: a guided step costs about one UNet forward plus
+        # one encoder forward and backward.
         alphas_cumprod = getattr(self.scheduler, "alphas_cumprod", None)
         if alphas_cumprod is None:
             raise ValueError(
@@ -185,16 +187,23 @@ class JDCLPipeline(DiffusionPipeline):
         step_index = int(torch.as_tensor(timestep).round().clamp(0, len(alphas_cumprod) - 1))
         alpha_prod_t = alphas_cumprod[step_index].to(device=model_input.device, dtype=torch.float32)
         beta_prod_t = 1 - alpha_prod_t
+        sample = model_input.float()
+        pred_original_sample = (sample - beta_prod_t.sqrt() * noise_pred.float()) / alpha_prod_t.sqrt()
         with torch.enable_grad():
-            pred_original_sample = (
-                model_input.float() - beta_prod_t.sqrt() * noise_pred.float()
-            ) / alpha_prod_t.sqrt()
             pred_original_sample = pred_original_sample.detach().requires_grad_(True)
             log_probs = F.log_softmax(self.masked_logits(pred_original_sample, classes), dim=-1)
             selected = log_probs.gather(1, class_labels[:, None]).sum()
             (grad_original,) = torch.autograd.grad(selected, pred_original_sample)
-        grad_model_input = grad_original / alpha_prod_t.sqrt()
-        return (noise_pred.float() - guidance_scale * beta_prod_t.sqrt() * grad_model_input).to(noise_pred.dtype)
+        guided_original = (
+            pred_original_sample.detach() + guidance_scale * beta_prod_t / alpha_prod_t.sqrt() * grad_original
+        )
+        if self.scheduler.config.get("clip_sample", False):
+            # Clip here and hand the scheduler the noise that matches the clipped sample: if the scheduler clipped
+            # x0 itself, the guidance term would survive only in the noise and push x_t away from the class.
+            clip_range = self.scheduler.config.get("clip_sample_range", 1.0)
+            guided_original = guided_original.clamp(-clip_range, clip_range)
+        guided_noise = (sample - alpha_prod_t.sqrt() * guided_original) / beta_prod_t.sqrt()
+        return guided_noise.to(noise_pred.dtype)
 
     def _prepare_extra_step_kwargs(self, generator: torch.Generator | None, eta: float) -> dict:
         accepted = set(inspect.signature(self.scheduler.step).parameters.keys())
