@@ -18,35 +18,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import torch  # noqa: E402
-
 from jdcl.config import JDCLTrainingConfig  # noqa: E402
 from jdcl.trainer import train_jdcl  # noqa: E402
+from speed import machine_description  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 
 HERE = Path(__file__).resolve().parent
-
-
-def machine() -> dict:
-    cpu_model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": cpu_model,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -82,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "forgetting": metrics["forgetting"],
                 "accuracy_matrix": metrics["accuracy_matrix"],
                 "wall_seconds": time.time() - start,
-                "machine": machine(),
+                "machine": machine_description(),
                 "date": datetime.date.today().isoformat(),
             }
             results_path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ import yaml
 
 from jdcl.config import JDCLTrainingConfig
 
+from .utils import TINY_UNET
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "examples" / "train_jdcl.py"
@@ -24,15 +26,6 @@ sys.path.insert(0, str(SCRIPT.parent))
 
 from train_jdcl import parse_config  # noqa: E402
 
-
-TINY_UNET = {
-    "block_out_channels": [16, 32],
-    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
-    "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-    "attention_head_dim": 16,
-    "norm_num_groups": 8,
-    "classifier_hidden_dim": 32,
-}
 
 TINY_FLAGS = [
     "--resolution", "8",

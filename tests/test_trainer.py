@@ -18,15 +18,8 @@ from jdcl import JDCLPipeline, JointUNet2DModel
 from jdcl.config import JDCLTrainingConfig
 from jdcl.trainer import ContinualTrainer, train_jdcl
 
+from .utils import TINY_UNET
 
-TINY_UNET = {
-    "block_out_channels": [16, 32],
-    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
-    "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-    "attention_head_dim": 16,
-    "norm_num_groups": 8,
-    "classifier_hidden_dim": 32,
-}
 
 TINY = {
     "resolution": 8,

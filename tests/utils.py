@@ -30,3 +30,14 @@ def tiny_pipeline(seed: int = 0, **overrides) -> JDCLPipeline:
     pipe = JDCLPipeline(unet=tiny_unet(seed, **overrides), scheduler=DDIMScheduler(beta_start=1e-3, beta_end=0.02))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# The trainer tests' UNet (`unet_config` of `JDCLTrainingConfig`): two resolutions, a few thousand parameters.
+TINY_UNET = {
+    "block_out_channels": [16, 32],
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+    "attention_head_dim": 16,
+    "norm_num_groups": 8,
+    "classifier_hidden_dim": 32,
+}
