@@ -34,7 +34,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import logging
@@ -346,6 +348,24 @@ def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, A
     }
 
 
+@contextlib.contextmanager
+def results_lock(path: Path):
+    r"""
+    Holds an exclusive lock beside the results file, so that invocations running other rows at the same time (one
+    per core, say) each add their finished pairs to the file instead of overwriting each other's.
+
+    Args:
+        path (`Path`): The results file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
 def save_results(results: dict[str, Any], path: Path) -> None:
     """Writes through a temporary file and `os.replace`: a kill never leaves a half-written results file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -564,8 +584,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metrics = train_jdcl(config, data=data)
         wall = time.perf_counter() - start
         extra = in_distribution(output_dir, config, data) if row in REHEARSAL_ROWS else None
-        record(results, row, seed, metrics, wall, extra)
-        save_results(results, results_path)
+        with results_lock(results_path):
+            # Re-read: another invocation may have recorded other pairs since this one started.
+            results = load_results(results_path, budget, quick=args.quick)
+            if seed in results["rows"].get(row, {}).get("seeds", []):
+                logger.info(f"{row} seed {seed} was recorded by another invocation meanwhile; keeping that one.")
+                continue
+            record(results, row, seed, metrics, wall, extra)
+            save_results(results, results_path)
         logger.info(
             f"{row} seed {seed}: average accuracy {metrics['average_accuracy']:.4f}, forgetting "
             f"{metrics['forgetting']:.4f}, {wall:.0f} s; saved to {results_path}."

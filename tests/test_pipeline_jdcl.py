@@ -258,3 +258,16 @@ def test_from_pretrained_by_repo_id_and_revision_from_offline_cache(tmp_path, mo
     assert torch.equal(first.unet.state_dict()[weight], tiny_pipeline(seed=0).unet.state_dict()[weight])
     assert torch.equal(second.unet.state_dict()[weight], tiny_pipeline(seed=1).unet.state_dict()[weight])
     assert not torch.equal(first.unet.state_dict()[weight], second.unet.state_dict()[weight])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_guided_sampling_and_rehearsal_on_cuda_take_labels_from_the_cpu():
+    # The rehearsal quotas build their target labels on the CPU; sampling must move them to the model's device.
+    pipe = tiny_pipeline().to("cuda")
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    images = pipe(class_labels=[0, 3], num_inference_steps=2, generator=generator, output_type="pt").images
+    assert images.shape == (2, 1, 16, 16) and torch.isfinite(images).all()
+    rehearsal = pipe.generate_rehearsal(
+        classes=[0, 1], samples_per_class=3, batch_size=4, num_inference_steps=2, sampler="guided", generator=generator
+    )
+    assert sorted(rehearsal.labels.tolist()) == [0, 0, 0, 1, 1, 1]

@@ -250,6 +250,9 @@ class JDCLPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         extra_step_kwargs = self._prepare_extra_step_kwargs(generator, eta)
         guided = class_labels is not None and guidance_scale != 0
+        if guided:
+            # Labels may come from the CPU (a list, or the rehearsal quotas); the classifier's logits are on `device`.
+            class_labels = class_labels.to(device)
 
         timesteps = self.scheduler.timesteps
         iterator = self.progress_bar(timesteps) if show_progress else timesteps
