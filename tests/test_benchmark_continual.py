@@ -63,3 +63,21 @@ def test_quick_benchmark_records_every_row(tmp_path, capsys):
     assert json.loads(results_path.read_text())["rows"]["jdcl"]["seeds"] == [0]
     with pytest.raises(SystemExit, match="another budget"):
         benchmark.main(argv + ["--local_train_steps", "2"])
+
+
+@pytest.mark.skipif(not MNIST_10K.is_dir(), reason=f"mnist-10k not found at {MNIST_10K} (set JDCL_MNIST10K)")
+def test_workers_run_pairs_in_parallel_into_one_results_file(tmp_path):
+    benchmark = _load_benchmark()
+    results_path = tmp_path / "results.json"
+    argv = ["--quick", "--rows", "finetune,cumulative", "--seeds", "0,1", "--workers", "2"]
+    argv += ["--results", str(results_path), "--work_dir", str(tmp_path / "runs"), "--dataset", str(MNIST_10K)]
+    results = benchmark.main(argv)
+
+    # Four pairs, two processes at a time, each merging its pair into the file under the lock: none is lost.
+    on_disk = json.loads(results_path.read_text())
+    assert on_disk == results
+    for row in ("finetune", "cumulative"):
+        assert sorted(on_disk["rows"][row]["seeds"]) == [0, 1], row
+        assert len(on_disk["rows"][row]["average_accuracy"]) == 2, row
+    # Without a jdcl row there is nothing to close the gap with.
+    assert on_disk["gap_closure"] is None
