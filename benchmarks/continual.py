@@ -5,7 +5,9 @@ Every row is a `JDCLTrainingConfig` handed to `train_jdcl`, exactly as `examples
 only in their strategy/ablation fields, so that one per-stage step budget and one rehearsal budget apply to all:
 
 - `finetune` (lower bound) and `cumulative` (upper bound);
-- `jdcl` (the library defaults: label-and-keep rehearsal, as in the paper) and `jdcl_guided` (classifier-guided);
+- `jdcl` (the library defaults: label-and-keep rehearsal from stochastic DDIM, keeping the most confident samples),
+  `jdcl_guided` (classifier-guided sampling) and `jdcl_paper_rehearsal` (the paper's label-and-keep: deterministic
+  DDIM, samples kept in the order they come);
 - `no_distillation`, `single_stage` and `separate` (the paper's "without joint modelling").
 
 The data: mnist-10k, five tasks of two classes in label order. After each finished (row, seed) the results file is
@@ -79,19 +81,30 @@ DATASET_NAME = "mnist-10k"
 
 # The fields a row may set; everything else is the shared budget. Each row names all of them, so that no row inherits
 # another's ablation by accident.
-ROW_FIELDS = ("strategy", "no_distillation", "single_stage", "joint_modelling", "replay_sampler")
-_JDCL = {"strategy": "jdcl", "no_distillation": False, "single_stage": False, "joint_modelling": True}
+ROW_FIELDS = (
+    "strategy",
+    "no_distillation",
+    "single_stage",
+    "joint_modelling",
+    "replay_sampler",
+    "replay_selection",
+    "replay_eta",
+)
+# `jdcl` is the library's defaults; every other row states how it differs.
+_JDCL = {name: getattr(JDCLTrainingConfig(), name) for name in ROW_FIELDS}
 ROWS: dict[str, dict[str, Any]] = {
-    "finetune": {**_JDCL, "strategy": "finetune", "replay_sampler": "label"},
-    "cumulative": {**_JDCL, "strategy": "cumulative", "replay_sampler": "label"},
-    "jdcl": {**_JDCL, "replay_sampler": "label"},
-    "no_distillation": {**_JDCL, "no_distillation": True, "replay_sampler": "label"},
-    "single_stage": {**_JDCL, "single_stage": True, "replay_sampler": "label"},
-    "separate": {**_JDCL, "joint_modelling": False, "replay_sampler": "label"},
+    "finetune": {**_JDCL, "strategy": "finetune"},
+    "cumulative": {**_JDCL, "strategy": "cumulative"},
+    "jdcl": dict(_JDCL),
+    "no_distillation": {**_JDCL, "no_distillation": True},
+    "single_stage": {**_JDCL, "single_stage": True},
+    "separate": {**_JDCL, "joint_modelling": False},
     "jdcl_guided": {**_JDCL, "replay_sampler": "guided"},
+    # The authors' rehearsal: deterministic DDIM, samples kept in the order they come until each quota is met.
+    "jdcl_paper_rehearsal": {**_JDCL, "replay_selection": "first", "replay_eta": 0.0},
 }
 # Rows that generate rehearsal, hence have a last-task rehearsal set to measure the in-distribution claim on.
-REHEARSAL_ROWS = ("jdcl", "jdcl_guided", "no_distillation", "single_stage", "separate")
+REHEARSAL_ROWS = ("jdcl", "jdcl_guided", "jdcl_paper_rehearsal", "no_distillation", "single_stage", "separate")
 ABLATION_ROWS = ("no_distillation", "single_stage", "separate")
 GAP_CLOSURE_TARGET = 0.90
 
@@ -542,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
 ROW_COST = {
     "separate": 3.0,
     "jdcl_guided": 1.8,
+    "jdcl_paper_rehearsal": 1.5,
     "jdcl": 1.6,
     "single_stage": 1.5,
     "no_distillation": 1.3,

@@ -37,6 +37,18 @@ def test_cifar10_preset_has_the_papers_settings():
     assert config.classification_loss_weight == 1e-3 and config.global_classification_loss_weight == 1e-5
     assert config.ema_decay == 0.9999 and config.replay_samples_per_class == 1000
     assert config.replay_inference_steps == 250 and config.beta_start == 1e-3
+    assert config.distillation_classification_weight == 1e-3
+    # The authors' rehearsal: deterministic DDIM, samples kept in the order they come.
+    assert config.replay_eta == 0.0 and config.replay_selection == "first"
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [({"replay_selection": "best"}, "replay_selection"), ({"replay_eta": 1.5}, "replay_eta")],
+)
+def test_bad_rehearsal_settings_are_refused(values, match):
+    with pytest.raises(ValueError, match=match):
+        JDCLTrainingConfig(**values)
 
 
 def test_unknown_keys_are_refused(tmp_path):

@@ -214,9 +214,46 @@ def test_rehearsal_fill_rule_when_sampling_budget_is_exhausted(pipe):
     assert torch.bincount(output.labels, minlength=4).tolist() == [5, 5, 5, 5]
 
 
+def test_rehearsal_confident_selection_keeps_the_most_confident_samples():
+    pipe = tiny_pipeline()
+
+    def draw_18() -> torch.Tensor:
+        generator = torch.manual_seed(4)
+        return torch.cat(
+            [pipe.sample_images(6, num_inference_steps=2, generator=generator, show_progress=False) for _ in range(3)]
+        )
+
+    # An untrained head calls every sample one class; shift its bias so that the 18 draws split between 0 and 1.
+    with torch.no_grad():
+        logits = pipe.masked_logits(draw_18(), [0, 1])
+        pipe.unet.classifier.linear_2.bias[0] += (logits[:, 1] - logits[:, 0]).median() + 1e-4
+
+    kwargs = {"batch_size": 6, "num_inference_steps": 2, "max_sampling_factor": 3.0}
+    output = pipe.generate_rehearsal(
+        classes=[0, 1], samples_per_class=3, selection="confident", generator=torch.manual_seed(4), **kwargs
+    )
+    # The whole budget is drawn, whatever the quotas: 3 x (2 classes x 3).
+    assert output.num_generated == 18
+    assert torch.bincount(output.labels, minlength=2).tolist() == [3, 3]
+
+    # The same 18 samples again, from the same generator: each class keeps its most confident ones.
+    drawn = draw_18()
+    confidences, labels = pipe.masked_logits(drawn, [0, 1]).softmax(-1).max(-1)
+    for class_index in (0, 1):
+        mine = labels == class_index
+        kept = output.images[output.labels == class_index]
+        # Both classes have more candidates than their quota, so the choice is really made.
+        assert int(mine.sum()) > 3
+        best = drawn[mine][confidences[mine].argsort(descending=True)[:3]]
+        torch.testing.assert_close(kept, best)
+    assert output.num_filled == 0
+
+
 def test_rehearsal_errors(pipe):
     with pytest.raises(ValueError, match="sampler"):
         pipe.generate_rehearsal([0], 1, sampler="magic")
+    with pytest.raises(ValueError, match="selection"):
+        pipe.generate_rehearsal([0], 1, selection="best")
     with pytest.raises(ValueError, match="repeated"):
         pipe.generate_rehearsal([0, 0], 1)
     with pytest.raises(ValueError, match="Unknown classes"):

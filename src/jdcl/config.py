@@ -13,6 +13,7 @@ import yaml
 STRATEGIES = ("jdcl", "finetune", "cumulative")
 LOCAL_INITS = ("global", "scratch")
 REPLAY_SAMPLERS = ("label", "guided")
+REPLAY_SELECTIONS = ("first", "confident")
 
 # The bundled demo's UNet: 8x8 inputs, three resolutions, attention at 4x4, 2x2 and in the mid block.
 DEFAULT_UNET_CONFIG = {
@@ -109,6 +110,10 @@ class JDCLTrainingConfig:
         replay_sampler (`str`): "label" (unguided, labelled by the model's classifier: the paper) or "guided".
         replay_guidance_scale (`float`): Guidance strength of the "guided" sampler.
         replay_max_sampling_factor (`float`): Stop sampling after this many times the quota; then fill.
+        replay_selection (`str`): "first" (keep samples as they come until each quota is met: the paper) or
+            "confident" (draw the whole `replay_max_sampling_factor` budget, keep each class's most confident).
+        replay_eta (`float`): DDIM eta of rehearsal sampling: 0 is deterministic DDIM (the paper), 1 adds DDPM-like
+            noise at every step, which gave cleaner samples from models trained for a few hundred steps.
         eval_batch_size (`int`): Batch size of evaluation.
         grid_samples_per_class (`int`): Images per class in each task's sample grid.
         grid_inference_steps (`int`): DDIM steps of the sample grid.
@@ -155,9 +160,9 @@ class JDCLTrainingConfig:
     diffusion_loss_weight: float = 1.0
     classification_loss_weight: float = 1e-2
     global_diffusion_loss_weight: float = 0.01
-    global_classification_loss_weight: float = 1e-5
+    global_classification_loss_weight: float = 1e-4
     distillation_diffusion_weight: float = 1.0
-    distillation_classification_weight: float = 1e-3
+    distillation_classification_weight: float = 1e-2
     classification_warmup_steps: int = 0
     use_ema: bool = True
     ema_decay: float = 0.9999
@@ -169,12 +174,14 @@ class JDCLTrainingConfig:
     no_distillation: bool = False
     single_stage: bool = False
     joint_modelling: bool = True
-    replay_samples_per_class: int = 50
-    replay_inference_steps: int = 20
+    replay_samples_per_class: int = 100
+    replay_inference_steps: int = 10
     replay_batch_size: int = 256
     replay_sampler: str = "label"
     replay_guidance_scale: float = 3.0
     replay_max_sampling_factor: float = 2.0
+    replay_selection: str = "confident"
+    replay_eta: float = 1.0
     eval_batch_size: int = 512
     grid_samples_per_class: int = 8
     grid_inference_steps: int = 20
@@ -198,6 +205,7 @@ class JDCLTrainingConfig:
             "strategy": STRATEGIES,
             "local_init": LOCAL_INITS,
             "replay_sampler": REPLAY_SAMPLERS,
+            "replay_selection": REPLAY_SELECTIONS,
             "mixed_precision": ("no", "fp16", "bf16"),
             "logger": ("tensorboard", "wandb", "all", "none"),
         }
@@ -220,6 +228,8 @@ class JDCLTrainingConfig:
         for name in ("local_train_steps", "global_train_steps", "replay_samples_per_class", "grid_samples_per_class"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must not be negative, got {getattr(self, name)}.")
+        if not 0 <= self.replay_eta <= 1:
+            raise ValueError(f"`replay_eta` must be between 0 (DDIM) and 1 (DDPM-like), got {self.replay_eta}.")
         if self.learning_rate <= 0:
             raise ValueError(f"`learning_rate` must be positive, got {self.learning_rate}.")
         if not 0 < self.beta_start < self.beta_end < 1:

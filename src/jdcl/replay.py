@@ -87,6 +87,8 @@ def generate_rehearsal_set(
     sampler: str = "label",
     guidance_scale: float = 3.0,
     max_sampling_factor: float = 2.0,
+    selection: str = "first",
+    eta: float = 0.0,
     show_progress: bool = True,
     labeller: JointUNet2DModel | None = None,
 ) -> RehearsalSet:
@@ -107,6 +109,8 @@ def generate_rehearsal_set(
         sampler (`str`, *optional*, defaults to `"label"`): "label" or "guided" (see `generate_rehearsal`).
         guidance_scale (`float`, *optional*, defaults to 3.0): Guidance strength of the "guided" sampler.
         max_sampling_factor (`float`, *optional*, defaults to 2.0): Sampling budget as a multiple of the quota.
+        selection (`str`, *optional*, defaults to `"first"`): "first" or "confident" (see `generate_rehearsal`).
+        eta (`float`, *optional*, defaults to 0.0): DDIM's eta.
         show_progress (`bool`, *optional*, defaults to `True`): Progress bar on the main process.
         labeller ([`JointUNet2DModel`], *optional*, defaults to `None`):
             A separate classifier that labels the samples; `model`'s own classifier when `None`.
@@ -132,6 +136,8 @@ def generate_rehearsal_set(
         sampler=sampler,
         guidance_scale=guidance_scale,
         max_sampling_factor=max_sampling_factor,
+        selection=selection,
+        eta=eta,
         generator=torch.Generator(device=accelerator.device).manual_seed(seed + accelerator.process_index),
         show_progress=show_progress and accelerator.is_local_main_process,
         classifier=labeller,

@@ -697,6 +697,8 @@ class ContinualTrainer:
                         sampler=config.replay_sampler,
                         guidance_scale=config.replay_guidance_scale,
                         max_sampling_factor=config.replay_max_sampling_factor,
+                        selection=config.replay_selection,
+                        eta=config.replay_eta,
                         show_progress=self.show_progress,
                         labeller=source.labeller,
                     )

@@ -436,12 +436,14 @@ class JDCLPipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         show_progress: bool = True,
         classifier: JointUNet2DModel | None = None,
+        selection: str = "first",
     ) -> JDCLRehearsalOutput:
         r"""
         Generates labelled rehearsal data for continual learning, as in JDCL: sample in batches, label every sample
         with the model's own classifier (restricted to `classes`), and keep it while its class is short of its quota.
 
-        Sampling stops when every quota is met or after `max_sampling_factor` times the needed total. A class still
+        Sampling stops when every quota is met or after `max_sampling_factor` times the needed total (with
+        `selection="confident"`, always the latter, keeping each class's most confident samples). A class still
         short is then filled with randomly flipped and shifted copies of its own kept samples; a class with no kept
         sample at all is filled with samples guided towards it.
 
@@ -462,12 +464,19 @@ class JDCLPipeline(DiffusionPipeline):
             classifier ([`JointUNet2DModel`], *optional*, defaults to `None`):
                 A separately trained model that labels the samples instead of the pipeline's own classifier (the
                 "without joint modelling" ablation).
+            selection (`str`, *optional*, defaults to `"first"`):
+                `"first"`: keep samples in the order they come, until each quota is met (the paper's way).
+                `"confident"`: always draw `max_sampling_factor` times the total, then keep the samples that the
+                labelling classifier is most confident about, per class. Fewer ambiguous or malformed samples reach
+                the rehearsal set, at the price of the whole sampling budget.
 
         Returns:
             [`JDCLRehearsalOutput`]: the images in [-1, 1], their labels, and the sampling counts.
         """
         if sampler not in ("label", "guided"):
             raise ValueError(f"`sampler` must be 'label' or 'guided', got {sampler!r}.")
+        if selection not in ("first", "confident"):
+            raise ValueError(f"`selection` must be 'first' or 'confident', got {selection!r}.")
         classes = [int(class_index) for class_index in classes]
         if len(set(classes)) != len(classes):
             raise ValueError(f"`classes` has repeated entries: {classes}.")
@@ -483,11 +492,20 @@ class JDCLPipeline(DiffusionPipeline):
         total_needed = sum(quotas.values())
         kept_images: dict[int, list[torch.Tensor]] = {class_index: [] for class_index in classes}
         kept_counts = dict.fromkeys(classes, 0)
+        # "confident" keeps every labelled sample as a candidate, with its confidence, and chooses at the end.
+        candidates: dict[int, list[tuple[float, torch.Tensor]]] = {class_index: [] for class_index in classes}
         num_generated = 0
         max_generated = int(max_sampling_factor * total_needed)
 
-        progress = self.progress_bar(total=total_needed) if show_progress else None
-        while num_generated < max_generated and any(kept_counts[c] < quotas[c] for c in classes):
+        def still_sampling() -> bool:
+            if num_generated >= max_generated:
+                return False
+            return selection == "confident" or any(kept_counts[c] < quotas[c] for c in classes)
+
+        progress = None
+        if show_progress:
+            progress = self.progress_bar(total=max_generated if selection == "confident" else total_needed)
+        while still_sampling():
             current_batch = min(batch_size, max_generated - num_generated)
             class_labels = None
             if sampler == "guided":
@@ -504,15 +522,24 @@ class JDCLPipeline(DiffusionPipeline):
             )
             num_generated += current_batch
             with torch.no_grad():
-                labels = self.masked_logits(images, classes, classifier).argmax(dim=-1)
-            for image, label in zip(images, labels.tolist()):
-                if kept_counts[label] < quotas[label]:
+                confidences, labels = self.masked_logits(images, classes, classifier).softmax(dim=-1).max(dim=-1)
+            for image, label, confidence in zip(images, labels.tolist(), confidences.tolist()):
+                if selection == "confident":
+                    candidates[label].append((confidence, image))
+                    kept_counts[label] = min(quotas[label], kept_counts[label] + 1)
+                elif kept_counts[label] < quotas[label]:
                     kept_images[label].append(image)
                     kept_counts[label] += 1
                     if progress is not None:
                         progress.update(1)
+            if selection == "confident" and progress is not None:
+                progress.update(current_batch)
         if progress is not None:
             progress.close()
+        if selection == "confident":
+            for class_index in classes:
+                ranked = sorted(candidates[class_index], key=lambda candidate: -candidate[0])
+                kept_images[class_index] = [image for _, image in ranked[: quotas[class_index]]]
 
         num_filled = 0
         for class_index in classes:
@@ -555,6 +582,9 @@ class JDCLPipeline(DiffusionPipeline):
     ) -> torch.Tensor:
         # Spread the batch over the classes still short, in proportion to what each still needs.
         missing = {c: quotas[c] - kept_counts[c] for c in quotas if kept_counts[c] < quotas[c]}
+        if not missing:
+            # Every quota is met but sampling goes on (confident selection): guide towards all classes by quota.
+            missing = {c: quota for c, quota in quotas.items() if quota > 0}
         total_missing = sum(missing.values())
         targets = []
         for class_index, count in missing.items():
