@@ -551,24 +551,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Rough cost of a row relative to `finetune`, to start the longest pairs first when several workers share the work.
-ROW_COST = {
-    "separate": 3.0,
-    "jdcl_guided": 1.8,
-    "jdcl_paper_rehearsal": 1.5,
-    "jdcl": 1.6,
-    "single_stage": 1.5,
-    "no_distillation": 1.3,
-    "cumulative": 1.0,
-    "finetune": 1.0,
-}
 WORKER_OWN_FLAGS = ("--rows", "--seeds", "--workers", "--threads")
 
 
 def run_workers(argv: list[str], pairs: list[tuple[str, int]], workers: int) -> None:
     r"""
     Runs each (row, seed) pair as `continual.py ARGV --rows ROW --seeds SEED --threads 1` in its own process, at most
-    `workers` at a time, longest rows first. Each process adds its pair to the results file under `results_lock`.
+    `workers` at a time, in the order of `pairs` (that of `--rows`). Each process adds its pair to the results file
+    under `results_lock`.
 
     Args:
         argv (`list[str]`): This invocation's arguments; the budget flags are passed on unchanged.
@@ -587,7 +577,7 @@ def run_workers(argv: list[str], pairs: list[tuple[str, int]], workers: int) -> 
         if argument.split("=", 1)[0] in WORKER_OWN_FLAGS:
             continue
         shared.append(argument)
-    queue = sorted(pairs, key=lambda pair: -ROW_COST.get(pair[0], 1.0))
+    queue = list(pairs)
     running: list[tuple[subprocess.Popen, str, int]] = []
     failed = []
     while queue or running:
