@@ -42,20 +42,23 @@ from jdcl.data import infer_num_channels, load_classification_dataset, prepare_t
 
 
 # (DDIM steps, eta, selection): the paper's rehearsal (eta 0, "first") at several step counts, then the library's.
-SAMPLER_SETTINGS = [
-    (10, 0.0, "first"),
-    (20, 0.0, "first"),
-    (50, 0.0, "first"),
-    (20, 1.0, "first"),
-    (10, 1.0, "first"),
-    (20, 0.0, "confident"),
-    (10, 1.0, "confident"),
-]
+SAMPLER_SETTINGS = (
+    "10:0:first,20:0:first,50:0:first,20:1:first,10:1:first,20:0:confident,10:0:confident,10:1:confident"
+)
 
 
-def fit_referee(dataset_path: Path, resolution: int) -> tuple[MLPClassifier, float]:
+def parse_settings(text: str) -> list[tuple[int, float, str]]:
+    """`"STEPS:ETA:SELECTION,..."` as a list of `(steps, eta, selection)`."""
+    settings = []
+    for item in text.split(","):
+        steps, eta, selection = item.split(":")
+        settings.append((int(steps), float(eta), selection))
+    return settings
+
+
+def real_digits(dataset_path: Path, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     r"""
-    Fits the referee on the real training digits and returns it with its accuracy on the real test digits.
+    The real training and test digits as flat float arrays in [-1, 1] and their labels.
 
     Args:
         dataset_path (`Path`): The mnist-10k folder.
@@ -68,8 +71,37 @@ def fit_referee(dataset_path: Path, resolution: int) -> tuple[MLPClassifier, flo
         for split in (data.train, data.test)
     ]
     (train_x, train_y), (test_x, test_y) = [(s.to_float().flatten(1).numpy(), s.labels.numpy()) for s in splits]
+    return train_x, train_y, test_x, test_y
+
+
+def fit_referee(dataset_path: Path, resolution: int) -> tuple[MLPClassifier, float]:
+    r"""
+    Fits the referee on the real training digits and returns it with its accuracy on the real test digits.
+
+    Args:
+        dataset_path (`Path`): The mnist-10k folder.
+        resolution (`int`): The runs' image size.
+    """
+    train_x, train_y, test_x, test_y = real_digits(dataset_path, resolution)
     referee = MLPClassifier(hidden_layer_sizes=(256,), max_iter=60, random_state=0).fit(train_x, train_y)
     return referee, float((referee.predict(test_x) == test_y).mean())
+
+
+def train_on_rehearsal_test_on_real(
+    images: np.ndarray, labels: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
+) -> float:
+    r"""
+    Fits a fresh MLP on a rehearsal set alone and returns its accuracy on the real test digits of the same classes:
+    how much of the classes a rehearsal set teaches, diversity included (a set of a few perfect prototypes agrees
+    with any referee and still teaches little).
+
+    Args:
+        images (`np.ndarray`), labels (`np.ndarray`): The rehearsal set, flat.
+        test_x (`np.ndarray`), test_y (`np.ndarray`): The real test digits, flat.
+    """
+    keep = np.isin(test_y, np.unique(labels))
+    model = MLPClassifier(hidden_layer_sizes=(256,), max_iter=200, random_state=0).fit(images, labels)
+    return float((model.predict(test_x[keep]) == test_y[keep]).mean())
 
 
 def rehearsal_agreement(referee: MLPClassifier, path: Path) -> dict:
@@ -97,15 +129,25 @@ def rehearsal_agreement(referee: MLPClassifier, path: Path) -> dict:
     return report
 
 
-def compare_samplers(referee: MLPClassifier, model_path: Path, classes: list[int], samples_per_class: int) -> list:
+def compare_samplers(
+    referee: MLPClassifier,
+    model_path: Path,
+    classes: list[int],
+    samples_per_class: int,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    settings: list[tuple[int, float, str]],
+) -> list:
     r"""
-    Generates a rehearsal set of `classes` from one saved model under each of `SAMPLER_SETTINGS` and measures it.
+    Generates a rehearsal set of `classes` from one saved model under each of `settings` and measures it.
 
     Args:
         referee (`MLPClassifier`): From [`fit_referee`].
         model_path (`Path`): A saved `JointUNet2DModel` folder (e.g. a run's `state/task-K/local`).
         classes (`list[int]`): The classes to generate.
         samples_per_class (`int`): The quota per class.
+        test_x (`np.ndarray`), test_y (`np.ndarray`): The real test digits, for train-on-rehearsal-test-on-real.
+        settings (`list`): `(DDIM steps, eta, selection)` triples.
     """
     defaults = JDCLTrainingConfig()
     unet = JointUNet2DModel.from_pretrained(model_path).eval()
@@ -114,7 +156,7 @@ def compare_samplers(referee: MLPClassifier, model_path: Path, classes: list[int
     )
     pipeline = JDCLPipeline(unet=unet, scheduler=scheduler)
     rows = []
-    for steps, eta, selection in SAMPLER_SETTINGS:
+    for steps, eta, selection in settings:
         start = time.perf_counter()
         output = pipeline.generate_rehearsal(
             classes,
@@ -133,13 +175,17 @@ def compare_samplers(referee: MLPClassifier, model_path: Path, classes: list[int
             "eta": eta,
             "selection": selection,
             "agreement": float((predicted == output.labels.numpy()).mean()),
+            "train_on_rehearsal_test_on_real": train_on_rehearsal_test_on_real(
+                output.images.flatten(1).numpy(), output.labels.numpy(), test_x, test_y
+            ),
             "num_generated": output.num_generated,
             "num_filled": output.num_filled,
             "seconds": time.perf_counter() - start,
         }
         rows.append(row)
         print(
-            f"{steps:3d} steps, eta {eta}, {selection:9s}: referee agreement {row['agreement']:.3f} "
+            f"{steps:3d} steps, eta {eta}, {selection:9s}: referee agreement {row['agreement']:.3f}, "
+            f"train-on-rehearsal-test-on-real {row['train_on_rehearsal_test_on_real']:.3f} "
             f"({output.num_generated} drawn, {output.num_filled} filled, {row['seconds']:.0f} s)"
         )
     return rows
@@ -151,6 +197,7 @@ def main() -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="Run folders (runs) or one saved model (sampler).")
     parser.add_argument("--classes", type=str, default="2,3", help="sampler: comma-separated classes.")
     parser.add_argument("--samples_per_class", type=int, default=100, help="sampler: quota per class.")
+    parser.add_argument("--settings", default=SAMPLER_SETTINGS, help="sampler: STEPS:ETA:SELECTION,... to compare.")
     parser.add_argument("--dataset", type=Path, default=None, help="mnist-10k folder (default as continual.py).")
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
@@ -166,7 +213,10 @@ def main() -> None:
         classes = [int(c) for c in args.classes.split(",")]
         figures["model"] = str(args.paths[0])
         figures["classes"] = classes
-        figures["samplers"] = compare_samplers(referee, args.paths[0], classes, args.samples_per_class)
+        _, _, test_x, test_y = real_digits(args.dataset or default_dataset_path(), args.resolution)
+        figures["samplers"] = compare_samplers(
+            referee, args.paths[0], classes, args.samples_per_class, test_x, test_y, parse_settings(args.settings)
+        )
     for run in args.paths if args.mode == "runs" else []:
         for path in sorted(run.glob("state/task-*/rehearsal.safetensors"), key=lambda p: int(p.parent.name[5:])):
             report = rehearsal_agreement(referee, path)

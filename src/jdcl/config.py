@@ -113,7 +113,7 @@ class JDCLTrainingConfig:
         replay_selection (`str`): "first" (keep samples as they come until each quota is met: the paper) or
             "confident" (draw the whole `replay_max_sampling_factor` budget, keep each class's most confident).
         replay_eta (`float`): DDIM eta of rehearsal sampling: 0 is deterministic DDIM (the paper), 1 adds DDPM-like
-            noise at every step, which gave cleaner samples from models trained for a few hundred steps.
+            noise at every step.
         eval_batch_size (`int`): Batch size of evaluation.
         grid_samples_per_class (`int`): Images per class in each task's sample grid.
         grid_inference_steps (`int`): DDIM steps of the sample grid.
@@ -175,13 +175,13 @@ class JDCLTrainingConfig:
     single_stage: bool = False
     joint_modelling: bool = True
     replay_samples_per_class: int = 100
-    replay_inference_steps: int = 10
+    replay_inference_steps: int = 20
     replay_batch_size: int = 256
     replay_sampler: str = "label"
     replay_guidance_scale: float = 3.0
     replay_max_sampling_factor: float = 2.0
-    replay_selection: str = "confident"
-    replay_eta: float = 1.0
+    replay_selection: str = "first"
+    replay_eta: float = 0.0
     eval_batch_size: int = 512
     grid_samples_per_class: int = 8
     grid_inference_steps: int = 20
