@@ -179,6 +179,30 @@ def test_baselines_and_ablations_complete(tmp_path, overrides, stages):
     assert not (tmp_path / "run" / "task-2" / "samples.png").exists()
 
 
+@pytest.mark.parametrize(("selection", "eta"), [("first", 0.0), ("confident", 1.0)])
+def test_rehearsal_settings_reach_the_sampler(tmp_path, monkeypatch, selection, eta):
+    calls = []
+    generate_rehearsal = JDCLPipeline.generate_rehearsal
+
+    def recording_generate_rehearsal(self, *args, **kwargs):
+        calls.append(kwargs)
+        return generate_rehearsal(self, *args, **kwargs)
+
+    monkeypatch.setattr(JDCLPipeline, "generate_rehearsal", recording_generate_rehearsal)
+    config = tiny_config(
+        tmp_path / "run",
+        local_train_steps=1,
+        global_train_steps=1,
+        grid_samples_per_class=0,
+        replay_selection=selection,
+        replay_eta=eta,
+    )
+    metrics = train_jdcl(config)
+    # Task 2 draws old classes from the previous model and new ones from the local model, both with the settings.
+    assert [(call["selection"], call["eta"]) for call in calls] == [(selection, eta)] * 2
+    assert sum(metrics["rehearsal"]["2"]["per_class"].values()) == 4 * config.replay_samples_per_class
+
+
 # ------------------------------------------------------------------------------------------------- 3. it learns
 
 
