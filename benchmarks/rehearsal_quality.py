@@ -41,7 +41,8 @@ from jdcl.config import JDCLTrainingConfig
 from jdcl.data import infer_num_channels, load_classification_dataset, prepare_tensors
 
 
-# (DDIM steps, eta, selection): the paper's rehearsal (eta 0, "first") at several step counts, then the library's.
+# (DDIM steps, eta, selection): the paper's rehearsal (eta 0, "first", the library default at 20 steps) at several step
+# counts, then stochastic DDIM and confident selection.
 SAMPLER_SETTINGS = (
     "10:0:first,20:0:first,50:0:first,20:1:first,10:1:first,20:0:confident,10:0:confident,10:1:confident"
 )
@@ -74,15 +75,16 @@ def real_digits(dataset_path: Path, resolution: int) -> tuple[np.ndarray, np.nda
     return train_x, train_y, test_x, test_y
 
 
-def fit_referee(dataset_path: Path, resolution: int) -> tuple[MLPClassifier, float]:
+def fit_referee(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
+) -> tuple[MLPClassifier, float]:
     r"""
     Fits the referee on the real training digits and returns it with its accuracy on the real test digits.
 
     Args:
-        dataset_path (`Path`): The mnist-10k folder.
-        resolution (`int`): The runs' image size.
+        train_x (`np.ndarray`), train_y (`np.ndarray`), test_x (`np.ndarray`), test_y (`np.ndarray`): From
+            [`real_digits`].
     """
-    train_x, train_y, test_x, test_y = real_digits(dataset_path, resolution)
     referee = MLPClassifier(hidden_layer_sizes=(256,), max_iter=60, random_state=0).fit(train_x, train_y)
     return referee, float((referee.predict(test_x) == test_y).mean())
 
@@ -206,14 +208,14 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    referee, referee_accuracy = fit_referee(args.dataset or default_dataset_path(), args.resolution)
+    train_x, train_y, test_x, test_y = real_digits(args.dataset or default_dataset_path(), args.resolution)
+    referee, referee_accuracy = fit_referee(train_x, train_y, test_x, test_y)
     print(f"referee accuracy on the real test digits: {referee_accuracy:.3f}")
     figures = {"referee_test_accuracy": referee_accuracy, "machine": machine_description(), "runs": {}}
     if args.mode == "sampler":
         classes = [int(c) for c in args.classes.split(",")]
         figures["model"] = str(args.paths[0])
         figures["classes"] = classes
-        _, _, test_x, test_y = real_digits(args.dataset or default_dataset_path(), args.resolution)
         figures["samplers"] = compare_samplers(
             referee, args.paths[0], classes, args.samples_per_class, test_x, test_y, parse_settings(args.settings)
         )
