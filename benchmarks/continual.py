@@ -42,7 +42,6 @@ import hashlib
 import json
 import logging
 import math
-import platform
 import statistics
 import subprocess
 import sys
@@ -61,6 +60,8 @@ try:
     import jdcl  # noqa: F401
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+# The benchmarks' shared helpers, also when this file is loaded as a module (as the tests do).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from jdcl import JDCLPipeline
 from jdcl.config import JDCLTrainingConfig
@@ -68,6 +69,7 @@ from jdcl.data import ClassificationData, infer_num_channels, load_classificatio
 from jdcl.hub import task_revision
 from jdcl.tasks import ClassIncrementalSplit, resolve_class_order
 from jdcl.trainer import train_jdcl
+from machine import machine_summary
 
 
 logger = logging.getLogger("benchmarks.continual")
@@ -314,22 +316,6 @@ def in_distribution(run_dir: Path, config: JDCLTrainingConfig, data: Classificat
 # ------------------------------------------------------------------------------------------------------ the results
 
 
-def machine_description() -> str:
-    """CPU model and core count (from /proc/cpuinfo where there is one), GPU if any, torch version."""
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    accelerator = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{model}, {os.cpu_count()} CPU cores ({torch.get_num_threads()} torch threads), {accelerator}, "
-        f"torch {torch.__version__}, {platform.system()}"
-    )
-
-
 def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, Any]:
     r"""
     The recorded results, or a fresh file; refuses a file recorded with another budget.
@@ -351,7 +337,7 @@ def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, A
         return results
     return {
         "dataset": DATASET_NAME,
-        "machine": machine_description(),
+        "machine": machine_summary(),
         "date": datetime.date.today().isoformat(),
         "quick": quick,
         "budget": budget,
@@ -430,7 +416,7 @@ def record(results: dict[str, Any], row: str, seed: int, metrics: dict, wall: fl
         for key, value in extra.items():
             figures.setdefault(key, []).append(value)
     results["gap_closure"] = gap_closure(results)
-    results["machine"] = machine_description()
+    results["machine"] = machine_summary()
     results["date"] = datetime.date.today().isoformat()
 
 

@@ -24,7 +24,7 @@ from pathlib import Path  # noqa: E402
 
 from jdcl.config import JDCLTrainingConfig  # noqa: E402
 from jdcl.trainer import train_jdcl  # noqa: E402
-from speed import machine_description  # noqa: E402  (benchmarks/ is on the path when run as a script)
+from machine import machine_description  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 
 HERE = Path(__file__).resolve().parent

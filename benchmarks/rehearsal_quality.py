@@ -35,10 +35,11 @@ from sklearn.neural_network import MLPClassifier
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from continual import default_dataset_path, machine_description  # noqa: E402
+from continual import default_dataset_path  # noqa: E402
 from jdcl import JDCLPipeline, JointUNet2DModel
 from jdcl.config import JDCLTrainingConfig
 from jdcl.data import infer_num_channels, load_classification_dataset, prepare_tensors
+from machine import machine_summary  # noqa: E402
 
 
 # (DDIM steps, eta, selection): the paper's rehearsal (eta 0, "first", the library default at 20 steps) at several step
@@ -211,7 +212,7 @@ def main() -> None:
     train_x, train_y, test_x, test_y = real_digits(args.dataset or default_dataset_path(), args.resolution)
     referee, referee_accuracy = fit_referee(train_x, train_y, test_x, test_y)
     print(f"referee accuracy on the real test digits: {referee_accuracy:.3f}")
-    figures = {"referee_test_accuracy": referee_accuracy, "machine": machine_description(), "runs": {}}
+    figures = {"referee_test_accuracy": referee_accuracy, "machine": machine_summary(), "runs": {}}
     if args.mode == "sampler":
         classes = [int(c) for c in args.classes.split(",")]
         figures["model"] = str(args.paths[0])

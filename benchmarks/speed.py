@@ -31,24 +31,22 @@ import argparse
 import datetime
 import inspect
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import diffusers
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-import jdcl
 from jdcl import JDCLPipeline
 from jdcl.config import DEFAULT_UNET_CONFIG
 from jdcl.models.joint_unet_2d import JointUNet2DModel
+from machine import machine_description  # benchmarks/ is on the path when run as a script
 
 
 TARGETS = {"sampling_jdcl_over_ddim": 0.98, "guided_over_unguided": 2.2, "joint_over_plain_step": 1.5}
@@ -82,31 +80,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "train_steps_per_repeat": 1,
     },
 }
-
-
-def machine_description() -> dict[str, Any]:
-    """CPU model, core and thread counts and library versions, so recorded figures say where they come from."""
-    cpu_model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "torch_num_threads": torch.get_num_threads(),
-        "torch_num_interop_threads": torch.get_num_interop_threads(),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "jdcl": getattr(jdcl, "__version__", "unknown"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": "cpu",
-    }
 
 
 def build_models(unet_config: dict[str, Any], seed: int) -> tuple[JointUNet2DModel, UNet2DModel]:
@@ -465,7 +438,8 @@ def main() -> None:
     report: dict[str, Any] = {
         "benchmark": "jdcl speed",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine_description(),
+        # Only the CPU path is timed, also on a machine with a GPU.
+        "machine": {**machine_description(), "device": "cpu"},
         "config": {
             "name": args.config,
             "unet": {key: list(value) if isinstance(value, tuple) else value for key, value in preset["unet"].items()},
