@@ -108,6 +108,9 @@ ROWS: dict[str, dict[str, Any]] = {
 REHEARSAL_ROWS = ("jdcl", "jdcl_guided", "jdcl_confident", "no_distillation", "single_stage", "separate")
 ABLATION_ROWS = ("no_distillation", "single_stage", "separate")
 GAP_CLOSURE_TARGET = 0.90
+# The whole benchmark (every row, 2 seeds) on the 2-core machine, with one worker per core.
+BENCHMARK_HOURS_TARGET = 3.0
+BENCHMARK_WORKERS = 2
 
 # Not part of the budget: where a run goes and how it reports, or what differs by design between rows and seeds.
 NON_BUDGET_FIELDS = set(ROW_FIELDS) | {"seed", "dataset_name", "dataset_config_name", "train_data_dir", "cache_dir"}
@@ -432,6 +435,12 @@ def _fmt(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
 
 
+def run_seconds(entry: dict[str, Any]) -> list[float]:
+    """Seconds of each seed's whole run: the trainer's task seconds, which survive a kill and resume, where recorded."""
+    task_seconds = entry.get("task_seconds") or [0.0] * len(entry["wall_seconds"])
+    return [max(wall, task) for wall, task in zip(entry["wall_seconds"], task_seconds)]
+
+
 def targets(results: dict[str, Any]) -> list[tuple[str, str]]:
     """Each target with "met", "not met" or "pending (...)" on the seed means recorded so far."""
     rows = results["rows"]
@@ -460,13 +469,22 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str]]:
     else:
         status = "supported" if ks["jdcl"] < ks["separate"] else "not supported"
     lines.append(("in-distribution claim: KS(jdcl) < KS(separate)", status))
+    # Estimated, not timed end to end: the pairs ran in pieces, each on one thread beside other work on the machine.
+    missing = missing_pairs(results, list(ROWS), [0, 1])
+    hours = sum(sum(run_seconds(entry)) for entry in rows.values()) / 3600 / BENCHMARK_WORKERS
+    name = f"whole benchmark {hours:.1f} h <= {BENCHMARK_HOURS_TARGET:.0f} h ({BENCHMARK_WORKERS} workers, recorded seconds)"
+    if missing:
+        status = f"pending ({len(missing)} pairs not recorded)"
+    else:
+        status = "met" if hours <= BENCHMARK_HOURS_TARGET else "not met"
+    lines.append((name, status))
     return lines
 
 
 def format_table(results: dict[str, Any]) -> str:
     """The Markdown tables of what is recorded: accuracy, forgetting, time, in-distribution figures, targets."""
     lines = [
-        "| row | seeds | average accuracy | forgetting | wall s / run |",
+        "| row | seeds | average accuracy | forgetting | seconds / run |",
         "|---|---|---|---|---|",
     ]
     for row in ROWS:
@@ -477,7 +495,7 @@ def format_table(results: dict[str, Any]) -> str:
         seeds = ",".join(str(s) for s in entry["seeds"])
         lines.append(
             f"| {row} | {seeds} | {_fmt(entry['average_accuracy'])} | {_fmt(entry['forgetting'])} | "
-            f"{_fmt(entry['wall_seconds'], digits=0)} |"
+            f"{_fmt(run_seconds(entry), digits=0)} |"
         )
     figures = results.get("in_distribution", {})
     if figures:

@@ -81,3 +81,33 @@ def test_workers_run_pairs_in_parallel_into_one_results_file(tmp_path):
         assert len(on_disk["rows"][row]["average_accuracy"]) == 2, row
     # Without a jdcl row there is nothing to close the gap with.
     assert on_disk["gap_closure"] is None
+
+
+def _entry(accuracy: float, wall: list[float], task: list[float]) -> dict:
+    return {"average_accuracy": [accuracy] * len(wall), "wall_seconds": wall, "task_seconds": task, "seeds": [0, 1]}
+
+
+def test_targets_on_hand_made_results():
+    benchmark = _load_benchmark()
+    # Every row 2 seeds of 1800 s except jdcl, whose seed 1 was killed and resumed: its wall clock saw only the last
+    # 600 s, the trainer's task seconds the whole 2,400 s run.
+    rows = {row: _entry(0.5, [1800.0, 1800.0], [1790.0, 1790.0]) for row in benchmark.ROWS}
+    rows["finetune"] = _entry(0.2, [1800.0, 1800.0], [1790.0, 1790.0])
+    rows["cumulative"] = _entry(1.0, [1800.0, 1800.0], [1790.0, 1790.0])
+    rows["jdcl"] = _entry(0.93, [1800.0, 600.0], [1790.0, 2400.0])
+    results = {"rows": rows, "gap_closure": None, "in_distribution": {}}
+    results["gap_closure"] = benchmark.gap_closure(results)
+    assert results["gap_closure"] == pytest.approx((0.93 - 0.2) / (1.0 - 0.2))
+
+    assert benchmark.run_seconds(rows["jdcl"]) == [1800.0, 2400.0]
+    status = dict(benchmark.targets(results))
+    # 15 pairs of 1800 s and one of 2400 s on 2 workers: 4.08 h.
+    assert status["whole benchmark 4.1 h <= 3 h (2 workers, recorded seconds)"] == "not met"
+    assert status["gap closure 0.912 >= 0.90"] == "met"
+    assert status["separate below jdcl"] == "met"
+    assert status["in-distribution claim: KS(jdcl) < KS(separate)"] == "pending (needs jdcl, separate)"
+
+    del rows["separate"]
+    status = dict(benchmark.targets(results))
+    assert status["whole benchmark 3.6 h <= 3 h (2 workers, recorded seconds)"] == "pending (2 pairs not recorded)"
+    assert status["separate below jdcl"] == "pending (needs jdcl, separate)"
