@@ -1,30 +1,22 @@
 """`benchmarks/continual.py --quick`: every row runs through `train_jdcl` and lands in the results with its shape."""
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from .utils import load_benchmark
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+
 MNIST_10K = Path(
     os.environ.get("JDCL_MNIST10K") or Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-10k"
 )
 
 
-def _load_benchmark():
-    # benchmarks/ is not a package: load the script as a module, as `python benchmarks/continual.py` would run it.
-    spec = importlib.util.spec_from_file_location("benchmark_continual", REPO_ROOT / "benchmarks" / "continual.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.skipif(not MNIST_10K.is_dir(), reason=f"mnist-10k not found at {MNIST_10K} (set JDCL_MNIST10K)")
 def test_quick_benchmark_records_every_row(tmp_path, capsys):
-    benchmark = _load_benchmark()
+    benchmark = load_benchmark("continual")
     results_path = tmp_path / "results.json"
     argv = [
         "--quick",
@@ -67,7 +59,7 @@ def test_quick_benchmark_records_every_row(tmp_path, capsys):
 
 @pytest.mark.skipif(not MNIST_10K.is_dir(), reason=f"mnist-10k not found at {MNIST_10K} (set JDCL_MNIST10K)")
 def test_workers_run_pairs_in_parallel_into_one_results_file(tmp_path):
-    benchmark = _load_benchmark()
+    benchmark = load_benchmark("continual")
     results_path = tmp_path / "results.json"
     argv = ["--quick", "--rows", "finetune,cumulative", "--seeds", "0,1", "--workers", "2"]
     argv += ["--results", str(results_path), "--work_dir", str(tmp_path / "runs"), "--dataset", str(MNIST_10K)]
@@ -88,7 +80,7 @@ def _entry(accuracy: float, wall: list[float], task: list[float]) -> dict:
 
 
 def test_targets_on_hand_made_results():
-    benchmark = _load_benchmark()
+    benchmark = load_benchmark("continual")
     # Every row 2 seeds of 1800 s except jdcl, whose seed 1 was killed and resumed: its wall clock saw only the last
     # 600 s, the trainer's task seconds the whole 2,400 s run.
     rows = {row: _entry(0.5, [1800.0, 1800.0], [1790.0, 1790.0]) for row in benchmark.ROWS}

@@ -1,27 +1,11 @@
 """`benchmarks/rehearsal_quality.py`: the referee's per-class agreement and the settings parser, on hand-made cases."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_benchmark():
-    # benchmarks/ is not a package: load the script as a module, as `python benchmarks/rehearsal_quality.py` runs it.
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_rehearsal_quality", REPO_ROOT / "benchmarks" / "rehearsal_quality.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .utils import load_benchmark
 
 
 class ReadPixelReferee:
@@ -32,7 +16,7 @@ class ReadPixelReferee:
 
 
 def test_rehearsal_agreement_per_class_and_group(tmp_path):
-    benchmark = _load_benchmark()
+    benchmark = load_benchmark("rehearsal_quality")
     # Old classes 0 (3 samples, referee agrees on 2) and 1 (1 sample, agrees); new class 2 (2 samples, agrees on 0).
     labels = torch.tensor([0, 0, 0, 1, 2, 2])
     referee_says = torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0, 1.0])
@@ -54,14 +38,14 @@ def test_rehearsal_agreement_per_class_and_group(tmp_path):
 
 
 def test_parse_settings():
-    benchmark = _load_benchmark()
+    benchmark = load_benchmark("rehearsal_quality")
     assert benchmark.parse_settings("20:0:first,10:1.0:confident") == [(20, 0.0, "first"), (10, 1.0, "confident")]
     # The default comparison parses, and starts from the library's own rehearsal (20 steps, eta 0, first).
     assert benchmark.parse_settings(benchmark.SAMPLER_SETTINGS)[1] == (20, 0.0, "first")
 
 
 def test_train_on_rehearsal_scores_only_the_rehearsed_classes():
-    benchmark = _load_benchmark()
+    benchmark = load_benchmark("rehearsal_quality")
     rng = np.random.default_rng(0)
     centres = np.eye(3) * 4.0
     rehearsal_y = np.repeat([0, 1], 20)

@@ -1,4 +1,9 @@
-"""Tiny configurations shared by the tests."""
+"""Tiny configurations and helpers shared by the tests."""
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import torch
 from diffusers import DDIMScheduler
@@ -41,3 +46,17 @@ TINY_UNET = {
     "norm_num_groups": 8,
     "classifier_hidden_dim": 32,
 }
+
+
+BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """`benchmarks/NAME.py` as a module, as `python benchmarks/NAME.py` would run it (benchmarks/ is not a package)."""
+    # The scripts import their shared helpers (benchmarks/machine.py) by name, as they do when run as scripts.
+    if str(BENCHMARKS_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS_DIR))
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
