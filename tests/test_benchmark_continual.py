@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from jdcl.config import JDCLTrainingConfig
+
 from .utils import load_benchmark
 
 
@@ -32,6 +34,9 @@ def test_quick_benchmark_records_every_row(tmp_path, capsys):
     results = json.loads(results_path.read_text())
     assert {"dataset", "machine", "date", "budget", "rows", "gap_closure", "in_distribution"} <= set(results)
     assert results["budget"]["local_train_steps"] == benchmark.QUICK_BUDGET["local_train_steps"]
+    # The budget records the first task's length resolved, not the `None` that stands for it.
+    quick_config = JDCLTrainingConfig.from_dict(benchmark.QUICK_BUDGET)
+    assert results["budget"]["first_task_train_steps"] == quick_config.total_first_task_steps
     assert set(results["rows"]) == set(benchmark.ROWS)
     num_tasks = results["budget"]["num_tasks"]
     for row, entry in results["rows"].items():

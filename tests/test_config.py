@@ -33,6 +33,7 @@ def test_digits_preset_is_the_defaults():
 def test_cifar10_preset_has_the_papers_settings():
     config = JDCLTrainingConfig.from_file(PRESETS[[p.stem for p in PRESETS].index("cifar10")])
     assert (config.local_train_steps, config.global_train_steps) == (50_000, 30_000)
+    assert config.total_first_task_steps == 50_000
     assert config.learning_rate == 2e-4 and config.train_batch_size == 256
     assert config.classification_loss_weight == 1e-3 and config.global_classification_loss_weight == 1e-5
     assert config.ema_decay == 0.9999 and config.replay_samples_per_class == 1000
@@ -40,6 +41,12 @@ def test_cifar10_preset_has_the_papers_settings():
     assert config.distillation_classification_weight == 1e-3
     # The authors' rehearsal: deterministic DDIM, samples kept in the order they come.
     assert config.replay_eta == 0.0 and config.replay_selection == "first"
+
+
+def test_first_task_trains_as_long_as_a_later_task_unless_set():
+    assert JDCLTrainingConfig(local_train_steps=30, global_train_steps=20).total_first_task_steps == 50
+    explicit = JDCLTrainingConfig(local_train_steps=30, global_train_steps=20, first_task_train_steps=7)
+    assert explicit.total_first_task_steps == 7
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,9 @@ class JDCLTrainingConfig:
         max_grad_norm (`float`): Gradient clipping norm; 0 disables clipping.
         mixed_precision (`str`): "no", "fp16" or "bf16" (passed to accelerate).
         gradient_checkpointing (`bool`): Trade compute for memory in the UNet.
-        first_task_train_steps (`int`, *optional*): Steps of the first task; `local_train_steps` when `None`.
+        first_task_train_steps (`int`, *optional*): Steps of the first task; `local_train_steps + global_train_steps`
+            when `None`, so that the first task trains as long as every later one. Its generator makes the old-class
+            rehearsal of every later task, which is why it is not cut to one stage's length.
         local_train_steps (`int`): Steps of each local stage (learning a new task's real data).
         global_train_steps (`int`): Steps of each global stage (distillation on generated data).
         diffusion_loss_weight (`float`): Weight of the noise MSE in local stages.
@@ -255,7 +257,9 @@ class JDCLTrainingConfig:
 
     @property
     def total_first_task_steps(self) -> int:
-        return self.local_train_steps if self.first_task_train_steps is None else self.first_task_train_steps
+        if self.first_task_train_steps is None:
+            return self.local_train_steps + self.global_train_steps
+        return self.first_task_train_steps
 
     @classmethod
     def field_names(cls) -> list[str]:
