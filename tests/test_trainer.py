@@ -51,12 +51,16 @@ def check_metric_ranges(metrics: dict, num_tasks: int) -> None:
         assert all(a is None for a in row[i + 1 :]), row
     for name in ("average_accuracy", "average_incremental_accuracy"):
         assert 0.0 <= metrics[name] <= 1.0, name
-    assert 0.0 <= metrics["forgetting"] <= 1.0
+    # Forgetting is negative when an old task ends above its best earlier accuracy (positive backward transfer).
+    assert -1.0 <= metrics["forgetting"] <= 1.0
     assert -1.0 <= metrics["backward_transfer"] <= 1.0
     # The summary numbers are the documented functions of the matrix.
     final = matrix[-1]
     assert math.isclose(metrics["average_accuracy"], sum(final) / num_tasks, abs_tol=1e-9)
     if num_tasks > 1:
+        peaks = [max(matrix[k][j] for k in range(j, num_tasks - 1)) for j in range(num_tasks - 1)]
+        forgetting = sum(peak - final[j] for j, peak in enumerate(peaks)) / (num_tasks - 1)
+        assert math.isclose(metrics["forgetting"], forgetting, abs_tol=1e-9)
         bwt = sum(final[j] - matrix[j][j] for j in range(num_tasks - 1)) / (num_tasks - 1)
         assert math.isclose(metrics["backward_transfer"], bwt, abs_tol=1e-9)
 
