@@ -173,8 +173,6 @@ def make_budget(overrides: dict[str, Any], quick: bool) -> dict[str, Any]:
     values.update(num_tasks=5, class_order=None)
     config = JDCLTrainingConfig.from_dict(values, source="the benchmark budget")
     budget = {k: v for k, v in config.run_identity().items() if k not in NON_BUDGET_FIELDS}
-    # Recorded resolved: what `None` means has changed before, and a file must say what its runs trained.
-    budget["first_task_train_steps"] = config.total_first_task_steps
     # Subsampling is how --quick stays fast; it is recorded so that a quick file is never mistaken for a full one.
     budget["train_examples_per_class"] = QUICK_TRAIN_PER_CLASS if quick else None
     budget["test_examples_per_class"] = QUICK_TEST_PER_CLASS if quick else None

@@ -47,6 +47,9 @@ def test_first_task_trains_as_long_as_a_later_task_unless_set():
     assert JDCLTrainingConfig(local_train_steps=30, global_train_steps=20).total_first_task_steps == 50
     explicit = JDCLTrainingConfig(local_train_steps=30, global_train_steps=20, first_task_train_steps=7)
     assert explicit.total_first_task_steps == 7
+    # A run's identity holds the resolved length, so a folder or results file of another meaning of `None` is refused.
+    resolved = JDCLTrainingConfig(local_train_steps=30, global_train_steps=20).run_identity()
+    assert resolved["first_task_train_steps"] == 50
 
 
 @pytest.mark.parametrize(

@@ -317,7 +317,10 @@ class JDCLTrainingConfig:
 
     def run_identity(self) -> dict[str, Any]:
         """The values that define the experiment: an output folder holds the run of one identity only."""
-        return {k: v for k, v in json.loads(json.dumps(self.to_dict())).items() if k not in RUN_IDENTITY_EXCLUDED}
+        identity = {k: v for k, v in json.loads(json.dumps(self.to_dict())).items() if k not in RUN_IDENTITY_EXCLUDED}
+        # Resolved: what `None` stands for has changed before, and an identity must say what the run trains.
+        identity["first_task_train_steps"] = self.total_first_task_steps
+        return identity
 
 
 def _allowed_unet_config_keys() -> set[str]:
