@@ -339,6 +339,13 @@ def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, A
                 f"{path} was recorded with another budget (differs in {changed}); one file holds one budget, so that "
                 "every row is comparable. Pass the same budget flags, or --results another file."
             )
+        for row, entry in results["rows"].items():
+            recorded_fields = entry.get("fields")
+            if row in ROWS and recorded_fields != ROWS[row]:
+                raise SystemExit(
+                    f"{path} holds {row} run with {recorded_fields}, but the row now means {ROWS[row]} (a library "
+                    "default changed). Move the file aside, or --results another file."
+                )
         return results
     return {
         "dataset": DATASET_NAME,
@@ -403,9 +410,17 @@ def record(results: dict[str, Any], row: str, seed: int, metrics: dict, wall: fl
         wall (`float`): Seconds of the `train_jdcl` call (of this invocation only when it resumed a killed run).
         extra (`dict`, *optional*): The in-distribution figures of a rehearsal row.
     """
+    # The row's own fields: the budget leaves them out, yet `jdcl`'s are library defaults that may change.
     entry = results["rows"].setdefault(
         row,
-        {"average_accuracy": [], "forgetting": [], "accuracy_matrix": [], "wall_seconds": [], "seeds": []},
+        {
+            "fields": ROWS[row],
+            "average_accuracy": [],
+            "forgetting": [],
+            "accuracy_matrix": [],
+            "wall_seconds": [],
+            "seeds": [],
+        },
     )
     entry["average_accuracy"].append(metrics["average_accuracy"])
     entry["forgetting"].append(metrics["forgetting"])

@@ -17,7 +17,7 @@ MNIST_10K = Path(
 
 
 @pytest.mark.skipif(not MNIST_10K.is_dir(), reason=f"mnist-10k not found at {MNIST_10K} (set JDCL_MNIST10K)")
-def test_quick_benchmark_records_every_row(tmp_path, capsys):
+def test_quick_benchmark_records_every_row(tmp_path, capsys, monkeypatch):
     benchmark = load_benchmark("continual")
     results_path = tmp_path / "results.json"
     argv = [
@@ -41,6 +41,7 @@ def test_quick_benchmark_records_every_row(tmp_path, capsys):
     num_tasks = results["budget"]["num_tasks"]
     for row, entry in results["rows"].items():
         assert entry["seeds"] == [0], row
+        assert entry["fields"] == benchmark.ROWS[row], row
         for key in ("average_accuracy", "forgetting", "wall_seconds"):
             assert len(entry[key]) == 1 and isinstance(entry[key][0], float), (row, key)
         (matrix,) = entry["accuracy_matrix"]
@@ -60,6 +61,10 @@ def test_quick_benchmark_records_every_row(tmp_path, capsys):
     assert json.loads(results_path.read_text())["rows"]["jdcl"]["seeds"] == [0]
     with pytest.raises(SystemExit, match="another budget"):
         benchmark.main(argv + ["--local_train_steps", "2"])
+    # A row recorded under other row fields (a changed library default of the jdcl row) is refused too.
+    monkeypatch.setitem(benchmark.ROWS, "jdcl", {**benchmark.ROWS["jdcl"], "replay_eta": 0.5})
+    with pytest.raises(SystemExit, match="a library default changed"):
+        benchmark.main(argv + ["--rows", "jdcl"])
 
 
 @pytest.mark.skipif(not MNIST_10K.is_dir(), reason=f"mnist-10k not found at {MNIST_10K} (set JDCL_MNIST10K)")
