@@ -22,6 +22,8 @@ import shutil  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import torch  # noqa: E402
+
 from jdcl.config import JDCLTrainingConfig  # noqa: E402
 from jdcl.trainer import train_jdcl  # noqa: E402
 from machine import machine_description  # noqa: E402  (benchmarks/ is on the path when run as a script)
@@ -36,7 +38,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", default="0", help="Comma-separated seeds.")
     parser.add_argument("--results", default=str(HERE / "results" / "demo_digits.json"))
     parser.add_argument("--work_dir", default=str(HERE / "runs" / "demo"))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads, as the README's `accelerate launch --cpu --num_cpu_threads_per_process 1` gives.",
+    )
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     results_path = Path(args.results)
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
