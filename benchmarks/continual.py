@@ -343,8 +343,8 @@ def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, A
             recorded_fields = entry.get("fields")
             if row in ROWS and recorded_fields != ROWS[row]:
                 raise SystemExit(
-                    f"{path} holds {row} run with {recorded_fields}, but the row now means {ROWS[row]} (a library "
-                    "default changed). Move the file aside, or --results another file."
+                    f"{path} holds {row} runs with {recorded_fields}, but the row now means {ROWS[row]} (the row or "
+                    "a library default changed). Move the file aside, or --results another file."
                 )
         return results
     return {
