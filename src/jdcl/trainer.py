@@ -344,6 +344,28 @@ class ContinualTrainer:
 
     # ------------------------------------------------------------------------------------------------------ main loop
 
+    def load_tensors(self) -> None:
+        """Decodes and resizes the data set once into `train_data` and `test_data` (the test set's task classes)."""
+        config = self.config
+        self.train_data = prepare_tensors(
+            self.data.train,
+            self.data.image_column,
+            self.data.label_column,
+            config.resolution,
+            self.num_channels,
+            show_progress=self.show_progress,
+        )
+        self.test_data = prepare_tensors(
+            self.data.test,
+            self.data.image_column,
+            self.data.label_column,
+            config.resolution,
+            self.num_channels,
+            show_progress=self.show_progress,
+        ).subset(self.split.all_classes)
+        for task_index in range(self.split.num_tasks):
+            self.train_data.subset(self.split.new_classes(task_index))  # raises early for an empty task
+
     def train(self) -> dict:
         r"""
         Runs every task (resuming finished work when `config.resume_from_checkpoint` is set) and returns the metrics.
@@ -363,24 +385,7 @@ class ContinualTrainer:
         if self.hub_uploader is not None and accelerator.is_main_process:
             self.hub_uploader.create_repo()
 
-        self.train_data = prepare_tensors(
-            self.data.train,
-            self.data.image_column,
-            self.data.label_column,
-            config.resolution,
-            self.num_channels,
-            show_progress=self.show_progress,
-        )
-        self.test_data = prepare_tensors(
-            self.data.test,
-            self.data.image_column,
-            self.data.label_column,
-            config.resolution,
-            self.num_channels,
-            show_progress=self.show_progress,
-        ).subset(self.split.all_classes)
-        for task_index in range(self.split.num_tasks):
-            self.train_data.subset(self.split.new_classes(task_index))  # raises early for an empty task
+        self.load_tensors()
 
         metrics = self._load_metrics()
         accuracy_matrix = AccuracyMatrix(num_tasks=self.split.num_tasks)
