@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -81,3 +82,42 @@ def test_distillation_loss_group_without_teacher_is_not_distilled():
     expected = F.mse_loss(noise_pred, noise) + 2 * 0.5 * F.mse_loss(noise_pred[:1], torch.zeros(1, 1, 2, 2))
     assert torch.allclose(terms["loss"], expected, atol=1e-6)
     assert terms["distill_diffusion_new"].item() == 0.0
+
+
+def test_a_loss_without_one_output_leaves_its_terms_out():
+    torch.manual_seed(0)
+    noise_pred, noise = torch.randn(4, 1, 2, 2), torch.randn(4, 1, 2, 2)
+    logits, labels = torch.randn(4, 5), torch.tensor([0, 1, 3, 4])
+    is_old = torch.tensor([True, True, False, False])
+    old_eps, new_eps, old_logits, new_logits = torch.randn(2, 1, 2, 2), torch.randn(2, 1, 2, 2), *torch.randn(2, 2, 5)
+
+    # A classifier-only stage (the separate ablation's classifier): the logits' terms, and exactly those.
+    classifier_weights = DistillationLossWeights(0.0, 1e-2, 0.0, 0.5)
+    terms = distillation_loss(
+        None, noise, logits, labels, is_old, None, old_logits, None, new_logits, classifier_weights
+    )
+    expected = (
+        1e-2 * F.cross_entropy(logits, labels)
+        + 0.5 * soft_cross_entropy(logits[:2], old_logits.softmax(-1))
+        + 0.5 * soft_cross_entropy(logits[2:], new_logits.softmax(-1))
+    )
+    assert torch.allclose(terms["loss"], expected, atol=1e-6)
+    assert "diffusion" not in terms and "distill_diffusion_old" not in terms
+    # With every output given, the same weights give the same loss: the skipped terms weighed nothing.
+    full = distillation_loss(
+        noise_pred, noise, logits, labels, is_old, old_eps, old_logits, new_eps, new_logits, classifier_weights
+    )
+    assert torch.allclose(full["loss"], terms["loss"], atol=1e-6)
+
+    # A generator-only stage.
+    generator_terms = joint_loss(noise_pred, noise, None, labels, JointLossWeights(diffusion=1.0, classification=0.0))
+    assert torch.allclose(generator_terms["loss"], F.mse_loss(noise_pred, noise))
+    assert set(generator_terms) == {"loss", "diffusion"}
+
+    # An output that a weighted term needs cannot be left out.
+    with pytest.raises(ValueError, match="`logits` is None"):
+        joint_loss(noise_pred, noise, None, labels, JointLossWeights(diffusion=1.0, classification=1e-3))
+    with pytest.raises(ValueError, match="`noise_pred` is None"):
+        distillation_loss(
+            None, noise, logits, labels, is_old, None, old_logits, None, new_logits, weights=DistillationLossWeights()
+        )

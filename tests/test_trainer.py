@@ -165,8 +165,9 @@ def test_end_to_end_jdcl_writes_every_output(tmp_path):
         ({"strategy": "cumulative"}, {"train"}),
         ({"no_distillation": True}, {"local", "rehearsal", "global"}),
         ({"single_stage": True}, {"rehearsal", "single"}),
+        ({"joint_modelling": False}, {"local", "rehearsal", "global"}),
     ],
-    ids=["finetune", "cumulative", "no_distillation", "single_stage"],
+    ids=["finetune", "cumulative", "no_distillation", "single_stage", "separate"],
 )
 def test_baselines_and_ablations_complete(tmp_path, overrides, stages):
     config = tiny_config(
@@ -181,6 +182,32 @@ def test_baselines_and_ablations_complete(tmp_path, overrides, stages):
     assert ("2" in on_disk["rehearsal"]) == ("rehearsal" in stages)
     assert (tmp_path / "run" / "task-2" / "model_index.json").is_file()
     assert not (tmp_path / "run" / "task-2" / "samples.png").exists()
+
+
+def test_separate_trains_only_what_each_model_uses(tmp_path):
+    # With weight decay, a part that got (zero) gradients would still shrink: these must get none at all.
+    config = tiny_config(
+        tmp_path / "run", joint_modelling=False, num_tasks=1, class_order=[0, 1], adam_weight_decay=0.1
+    )
+    train_jdcl(config)
+    # The first task's models start from the trainer's initialisations: the generator from seed, the classifier from
+    # seed + 1 (as `_train_task_separate` draws them).
+    trainer = ContinualTrainer(config.__class__(**{**config.to_dict(), "output_dir": str(tmp_path / "other")}))
+    generator_init, classifier_init = trainer._new_model(config.seed), trainer._new_model(config.seed + 1)
+    generator = JointUNet2DModel.from_pretrained(tmp_path / "run" / "state" / "task-1" / "generator")
+    classifier = JDCLPipeline.from_pretrained(tmp_path / "run" / "task-1").unet
+
+    def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+    # The generator's head and the classifier's decoder are never run, so never trained; the rest is.
+    assert same(generator.classifier, generator_init.classifier)
+    assert not same(generator.down_blocks, generator_init.down_blocks)
+    assert not same(generator.up_blocks, generator_init.up_blocks)
+    for trained, init in zip(classifier.decoder_modules(), classifier_init.decoder_modules()):
+        assert same(trained, init)
+    assert not same(classifier.down_blocks, classifier_init.down_blocks)
+    assert not same(classifier.classifier, classifier_init.classifier)
 
 
 @pytest.mark.parametrize(("selection", "eta"), [("first", 0.0), ("confident", 1.0)])

@@ -30,11 +30,21 @@ class JointLossWeights:
     diffusion: float = 1.0
     classification: float = 1e-3
 
+    @property
+    def needs_noise_prediction(self) -> bool:
+        """Whether any term reads the noise prediction; a stage without one skips the decoder."""
+        return self.diffusion != 0
+
+    @property
+    def needs_logits(self) -> bool:
+        """Whether any term reads the logits; a stage without one skips the classifier."""
+        return self.classification != 0
+
 
 def joint_loss(
-    noise_pred: torch.Tensor,
+    noise_pred: torch.Tensor | None,
     noise: torch.Tensor,
-    logits: torch.Tensor,
+    logits: torch.Tensor | None,
     labels: torch.Tensor,
     weights: JointLossWeights,
     classification_enabled: bool = True,
@@ -43,23 +53,39 @@ def joint_loss(
     The local-stage (and first-task) loss of JDCL.
 
     Args:
-        noise_pred (`torch.Tensor`): The predicted noise.
+        noise_pred (`torch.Tensor`, *optional*): The predicted noise; `None` only when the diffusion weight is 0.
         noise (`torch.Tensor`): The noise that was added.
-        logits (`torch.Tensor`): Logits of the clean view.
+        logits (`torch.Tensor`, *optional*): Logits of the clean view; `None` only when the classification weight is 0.
         labels (`torch.Tensor`): Class labels.
         weights ([`JointLossWeights`]): The term weights.
         classification_enabled (`bool`, *optional*, defaults to `True`): `False` leaves the CE term out (warm-up).
 
     Returns:
         `dict[str, torch.Tensor]`: `"loss"` (the weighted sum) and the unweighted terms `"diffusion"` and
-        `"classification"`.
+        `"classification"` (each only when its input is given).
     """
-    diffusion = F.mse_loss(noise_pred.float(), noise.float())
-    classification = F.cross_entropy(logits.float(), labels)
-    loss = weights.diffusion * diffusion
-    if classification_enabled:
-        loss = loss + weights.classification * classification
-    return {"loss": loss, "diffusion": diffusion.detach(), "classification": classification.detach()}
+    _check_inputs(noise_pred, logits, weights)
+    loss = noise.new_zeros((), dtype=torch.float32)
+    terms = {}
+    if noise_pred is not None:
+        diffusion = F.mse_loss(noise_pred.float(), noise.float())
+        loss = loss + weights.diffusion * diffusion
+        terms["diffusion"] = diffusion.detach()
+    if logits is not None:
+        classification = F.cross_entropy(logits.float(), labels)
+        if classification_enabled:
+            loss = loss + weights.classification * classification
+        terms["classification"] = classification.detach()
+    return {"loss": loss, **terms}
+
+
+def _check_inputs(
+    noise_pred: torch.Tensor | None, logits: torch.Tensor | None, weights: "JointLossWeights | DistillationLossWeights"
+) -> None:
+    if noise_pred is None and weights.needs_noise_prediction:
+        raise ValueError(f"`noise_pred` is None but {weights} weighs a noise-prediction term; pass it.")
+    if logits is None and weights.needs_logits:
+        raise ValueError(f"`logits` is None but {weights} weighs a classification term; pass them.")
 
 
 @dataclass
@@ -79,11 +105,21 @@ class DistillationLossWeights:
     distillation_diffusion: float = 1.0
     distillation_classification: float = 1e-3
 
+    @property
+    def needs_noise_prediction(self) -> bool:
+        """Whether any term reads the noise predictions; a stage without one skips the decoder."""
+        return self.diffusion != 0 or self.distillation_diffusion != 0
+
+    @property
+    def needs_logits(self) -> bool:
+        """Whether any term reads the logits; a stage without one skips the classifier."""
+        return self.classification != 0 or self.distillation_classification != 0
+
 
 def distillation_loss(
-    noise_pred: torch.Tensor,
+    noise_pred: torch.Tensor | None,
     noise: torch.Tensor,
-    logits: torch.Tensor,
+    logits: torch.Tensor | None,
     labels: torch.Tensor,
     is_old: torch.Tensor,
     old_teacher_noise_pred: torch.Tensor | None,
@@ -102,12 +138,13 @@ def distillation_loss(
 
     The teachers' outputs are given only for their own group (old: the previous global model; new: the local model),
     computed on the same noisy input and timestep as the student. A group whose teacher outputs are `None` is not
-    distilled.
+    distilled. A stage that weighs no noise-prediction term (or no classification term) passes `None` for the
+    noise predictions (or the logits) of student and teachers, and those terms are left out.
 
     Args:
-        noise_pred (`torch.Tensor` of shape `(N, C, H, W)`): The student's noise prediction.
+        noise_pred (`torch.Tensor` of shape `(N, C, H, W)`, *optional*): The student's noise prediction.
         noise (`torch.Tensor`): The noise that was added.
-        logits (`torch.Tensor` of shape `(N, num_classes)`): The student's logits on the clean samples.
+        logits (`torch.Tensor` of shape `(N, num_classes)`, *optional*): The student's logits on the clean samples.
         labels (`torch.Tensor` of shape `(N,)`): The generated labels.
         is_old (`torch.Tensor` of shape `(N,)`, bool): Which samples belong to classes of earlier tasks.
         old_teacher_noise_pred (`torch.Tensor`, *optional*): The previous model's noise prediction on `is_old`.
@@ -121,39 +158,46 @@ def distillation_loss(
     Returns:
         `dict[str, torch.Tensor]`: `"loss"` and the unweighted terms `"diffusion"`, `"classification"`,
         `"distill_diffusion_old"`, `"distill_diffusion_new"`, `"distill_classification_old"`,
-        `"distill_classification_new"` (0 for an empty group).
+        `"distill_classification_new"` (0 for an empty group or one without a teacher; the noise terms only with
+        `noise_pred`, the classification terms only with `logits`).
     """
-    batch_size = noise_pred.shape[0]
-    diffusion = F.mse_loss(noise_pred.float(), noise.float())
-    classification = F.cross_entropy(logits.float(), labels)
-    loss = weights.diffusion * diffusion
-    if classification_enabled:
-        loss = loss + weights.classification * classification
-    terms = {"diffusion": diffusion.detach(), "classification": classification.detach()}
+    _check_inputs(noise_pred, logits, weights)
+    batch_size = labels.shape[0]
+    outputs = {"diffusion": noise_pred, "classification": logits}
+    loss = noise.new_zeros((), dtype=torch.float32)
+    terms = {}
+    if noise_pred is not None:
+        diffusion = F.mse_loss(noise_pred.float(), noise.float())
+        loss = loss + weights.diffusion * diffusion
+        terms["diffusion"] = diffusion.detach()
+    if logits is not None:
+        classification = F.cross_entropy(logits.float(), labels)
+        if classification_enabled:
+            loss = loss + weights.classification * classification
+        terms["classification"] = classification.detach()
 
     groups = (
-        ("old", is_old, old_teacher_noise_pred, old_teacher_logits),
-        ("new", ~is_old, new_teacher_noise_pred, new_teacher_logits),
+        ("old", is_old, {"diffusion": old_teacher_noise_pred, "classification": old_teacher_logits}),
+        ("new", ~is_old, {"diffusion": new_teacher_noise_pred, "classification": new_teacher_logits}),
     )
-    for name, mask, teacher_noise_pred, teacher_logits in groups:
+    for name, mask, teacher_outputs in groups:
         group_size = int(mask.sum())
-        zero = noise_pred.new_zeros((), dtype=torch.float32)
-        if group_size == 0:
-            terms[f"distill_diffusion_{name}"] = zero
-            terms[f"distill_classification_{name}"] = zero
-            continue
-        if teacher_noise_pred is None or teacher_logits is None:
-            # A group without a teacher is learnt from its data alone (e.g. real new data in the single-stage
-            # ablation).
-            terms[f"distill_diffusion_{name}"] = zero
-            terms[f"distill_classification_{name}"] = zero
-            continue
-        group_weight = 2 * group_size / batch_size
-        distill_diffusion = F.mse_loss(noise_pred[mask].float(), teacher_noise_pred.float())
-        distill_classification = soft_cross_entropy(logits[mask], teacher_logits.float().softmax(dim=-1))
-        loss = loss + group_weight * weights.distillation_diffusion * distill_diffusion
-        if classification_enabled:
-            loss = loss + group_weight * weights.distillation_classification * distill_classification
-        terms[f"distill_diffusion_{name}"] = distill_diffusion.detach()
-        terms[f"distill_classification_{name}"] = distill_classification.detach()
+        for kind, student_output in outputs.items():
+            if student_output is None:
+                continue
+            teacher_output = teacher_outputs[kind]
+            # An empty group, or one without a teacher (e.g. real new data in the single-stage ablation), is learnt
+            # from its data alone.
+            if group_size == 0 or teacher_output is None:
+                terms[f"distill_{kind}_{name}"] = loss.new_zeros(())
+                continue
+            group_weight = 2 * group_size / batch_size
+            if kind == "diffusion":
+                term = F.mse_loss(student_output[mask].float(), teacher_output.float())
+                loss = loss + group_weight * weights.distillation_diffusion * term
+            else:
+                term = soft_cross_entropy(student_output[mask], teacher_output.float().softmax(dim=-1))
+                if classification_enabled:
+                    loss = loss + group_weight * weights.distillation_classification * term
+            terms[f"distill_{kind}_{name}"] = term.detach()
     return {"loss": loss, **terms}

@@ -81,20 +81,32 @@ def write_json_atomically(data: dict, path: Path) -> None:
 class JointForward(torch.nn.Module):
     r"""
     Routes `forward` to [`JointUNet2DModel.joint_forward`], so that DDP (which only syncs gradients of `forward`
-    calls) can wrap the joint training step.
+    calls) can wrap the joint training step. A stage whose loss reads only one of the two outputs gets only that one:
+    the plain UNet forward for the noise, or [`~JointUNet2DModel.classify`] (the encoder alone) for the logits; the
+    other is `None`.
 
     Args:
         unet ([`JointUNet2DModel`]): The model being trained.
+        predict_noise (`bool`, *optional*, defaults to `True`): Whether to compute the noise prediction.
+        classify (`bool`, *optional*, defaults to `True`): Whether to compute the logits of the clean images.
     """
 
-    def __init__(self, unet: JointUNet2DModel):
+    def __init__(self, unet: JointUNet2DModel, predict_noise: bool = True, classify: bool = True):
         super().__init__()
+        if not (predict_noise or classify):
+            raise ValueError("A training stage must compute the noise prediction, the logits or both.")
         self.unet = unet
+        self.predict_noise = predict_noise
+        self.classify = classify
 
     def forward(
         self, noisy_sample: torch.Tensor, timesteps: torch.Tensor, clean_sample: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.unet.joint_forward(noisy_sample, timesteps, clean_sample, return_dict=False)
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if self.predict_noise and self.classify:
+            return self.unet.joint_forward(noisy_sample, timesteps, clean_sample, return_dict=False)
+        if self.predict_noise:
+            return self.unet(noisy_sample, timesteps).sample, None
+        return None, self.unet.classify(clean_sample)
 
 
 @dataclass
@@ -507,9 +519,19 @@ class ContinualTrainer:
             stage_seconds["rehearsal"] = time.time() - start
             start = time.time()
             data = StageData(real=self.train_data.subset(new_classes), rehearsal=rehearsal)
-            teachers = None if config.no_distillation else Teachers(old=global_model)
+            if config.no_distillation:
+                weights, teachers = local_weights, None
+            else:
+                # The joint loss on everything, plus distillation of the old classes from the previous global model.
+                weights = DistillationLossWeights(
+                    diffusion=config.diffusion_loss_weight,
+                    classification=config.classification_loss_weight,
+                    distillation_diffusion=config.distillation_diffusion_weight,
+                    distillation_classification=config.distillation_classification_weight,
+                )
+                teachers = Teachers(old=global_model)
             model = self._run_stage(
-                task_index, "single", init_from_global(), data, single_stage_steps, local_weights, teachers
+                task_index, "single", init_from_global(), data, single_stage_steps, weights, teachers
             )
             stage_seconds["single"] = time.time() - start
             return model
@@ -789,6 +811,12 @@ class ContinualTrainer:
         config = self.config
         accelerator = self.accelerator
         model = model.to(accelerator.device).train().requires_grad_(True)
+        # Parts that no term of the loss reaches are not run; frozen, they are no unused parameters for DDP either.
+        if not weights.needs_noise_prediction:
+            for module in model.decoder_modules():
+                module.requires_grad_(False)
+        if not weights.needs_logits:
+            model.classifier.requires_grad_(False)
         if config.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         if teachers is not None:
@@ -815,7 +843,9 @@ class ContinualTrainer:
                 foreach=True,
             )
             ema.to(accelerator.device)
-        joint_module, optimizer = accelerator.prepare(JointForward(model), optimizer)
+        joint_module, optimizer = accelerator.prepare(
+            JointForward(model, predict_noise=weights.needs_noise_prediction, classify=weights.needs_logits), optimizer
+        )
 
         start_step = 0
         checkpoint = self._latest_checkpoint(task_index, stage)
@@ -897,18 +927,9 @@ class ContinualTrainer:
                     outputs[name] = (None, None)
                     continue
                 with torch.no_grad():
-                    teacher_output = teacher.joint_forward(noisy[mask], timesteps[mask], clean[mask])
-                outputs[name] = (teacher_output.sample, teacher_output.logits)
-            if isinstance(weights, JointLossWeights):
-                # The single-stage ablation: the joint loss on everything, plus distillation of old classes.
-                distill_weights = DistillationLossWeights(
-                    diffusion=weights.diffusion,
-                    classification=weights.classification,
-                    distillation_diffusion=self.config.distillation_diffusion_weight,
-                    distillation_classification=self.config.distillation_classification_weight,
-                )
-            else:
-                distill_weights = weights
+                    outputs[name] = JointForward(teacher, weights.needs_noise_prediction, weights.needs_logits)(
+                        noisy[mask], timesteps[mask], clean[mask]
+                    )
             return distillation_loss(
                 noise_pred,
                 noise,
@@ -917,7 +938,7 @@ class ContinualTrainer:
                 batch.is_old,
                 *outputs["old"],
                 *outputs["new"],
-                weights=distill_weights,
+                weights=weights,
                 classification_enabled=step >= warmup,
             )
 

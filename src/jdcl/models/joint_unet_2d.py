@@ -386,6 +386,10 @@ class JointUNet2DModel(UNet2DModel):
             sample = sample / timesteps
         return sample
 
+    def decoder_modules(self) -> tuple[torch.nn.Module, ...]:
+        """The modules that only [`~JointUNet2DModel.decode`] runs: what a classifier-only stage leaves untrained."""
+        return (self.up_blocks, self.conv_norm_out, self.conv_act, self.conv_out)
+
     def pool_features(self, encoder_output: JointUNet2DEncoderOutput) -> torch.Tensor:
         r"""
         Global-average pools every encoder feature map and concatenates the results.
