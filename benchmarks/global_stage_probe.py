@@ -91,7 +91,8 @@ class RecordedGlobalStage:
         ):
             raise SystemExit(f"{run_dir} is not a two-stage jdcl run: only those have a global stage to replay.")
         self.scratch_dir = tempfile.TemporaryDirectory(prefix="global-stage-probe-")
-        values.update(output_dir=self.scratch_dir.name, logger="none", show_progress=False)
+        # Every variant trains the same stage in the same scratch folder: no checkpoints, or they would collide.
+        values.update(output_dir=self.scratch_dir.name, logger="none", show_progress=False, checkpointing_steps=10**9)
         self.config = JDCLTrainingConfig.from_dict(values, source=f"{run_dir}/run_config.json")
         self.trainer = ContinualTrainer(self.config)
         self.trainer.load_tensors()
