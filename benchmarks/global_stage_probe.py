@@ -68,7 +68,7 @@ VARIANTS = (
     "real_new_images",
     "augment",
 )
-# Seeds of the extra rehearsal, away from the run's own (seed + 1000 * task + 100 * source).
+# The default seed of the extra rehearsal, away from the run's own (seed + 1000 * task + 100 * source).
 EXTRA_REHEARSAL_SEED = 777
 
 
@@ -133,7 +133,7 @@ class RecordedGlobalStage:
             "called_an_old_class": float(is_old.float().mean()),
         }
 
-    def extra_rehearsal(self, generator: JointUNet2DModel, classes: list[int], is_old: bool, count: int, offset: int):
+    def extra_rehearsal(self, generator: JointUNet2DModel, classes: list[int], is_old: bool, count: int, seed: int):
         config = self.config
         return generate_rehearsal_set(
             self.trainer.accelerator,
@@ -142,7 +142,7 @@ class RecordedGlobalStage:
             classes,
             count,
             is_old=is_old,
-            seed=EXTRA_REHEARSAL_SEED + offset,
+            seed=seed,
             num_inference_steps=config.replay_inference_steps,
             batch_size=config.replay_batch_size,
             sampler=config.replay_sampler,
@@ -153,13 +153,14 @@ class RecordedGlobalStage:
             show_progress=False,
         )
 
-    def train(self, variant: str, extra_per_class: int) -> JointUNet2DModel:
+    def train(self, variant: str, extra_per_class: int, extra_seed: int = EXTRA_REHEARSAL_SEED) -> JointUNet2DModel:
         r"""
         Trains the global stage again under `variant` (one of `VARIANTS`) and returns the EMA weights.
 
         Args:
             variant (`str`): What to change.
             extra_per_class (`int`): Extra samples per class of the `more_*` variants.
+            extra_seed (`int`, *optional*): Seed of those samples (the new classes'; the old classes' is one more).
         """
         config = self.config
         trainer = self.trainer
@@ -168,11 +169,11 @@ class RecordedGlobalStage:
         steps = config.global_train_steps
         augmentation = trainer.augmentation
         if variant == "more_new_rehearsal":
-            extra = self.extra_rehearsal(self.local, self.new_classes, False, extra_per_class, 0)
+            extra = self.extra_rehearsal(self.local, self.new_classes, False, extra_per_class, extra_seed)
             data = StageData(rehearsal=RehearsalSet.concatenate([self.rehearsal, extra]))
         elif variant == "more_rehearsal":
-            old = self.extra_rehearsal(self.previous, self.old_classes, True, extra_per_class, 1)
-            new = self.extra_rehearsal(self.local, self.new_classes, False, extra_per_class, 0)
+            old = self.extra_rehearsal(self.previous, self.old_classes, True, extra_per_class, extra_seed + 1)
+            new = self.extra_rehearsal(self.local, self.new_classes, False, extra_per_class, extra_seed)
             data = StageData(rehearsal=RehearsalSet.concatenate([self.rehearsal, old, new]))
         elif variant == "longer":
             steps = 2 * config.global_train_steps
@@ -206,7 +207,12 @@ class RecordedGlobalStage:
 
 
 def probe(
-    run_dir: Path, results_path: Path, variants: list[str], task: int | None = None, extra_per_class: int = 200
+    run_dir: Path,
+    results_path: Path,
+    variants: list[str],
+    task: int | None = None,
+    extra_per_class: int = 200,
+    extra_seed: int = EXTRA_REHEARSAL_SEED,
 ) -> dict[str, Any]:
     r"""
     Replays the global stage of `task` in `run_dir` under each variant and records the results in `results_path`.
@@ -217,6 +223,7 @@ def probe(
         variants (`list[str]`): Names from `VARIANTS`.
         task (`int`, *optional*): The task (1-based); the run's last when `None`.
         extra_per_class (`int`, *optional*, defaults to 200): Extra samples per class of the `more_*` variants.
+        extra_seed (`int`, *optional*, defaults to 777): Their seed; another one measures the noise of the draw.
     """
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
@@ -224,11 +231,11 @@ def probe(
 
     def load() -> dict[str, Any]:
         results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": {}}
-        if results.setdefault("extra_per_class", extra_per_class) != extra_per_class:
-            raise SystemExit(
-                f"{results_path} was recorded with --extra_per_class {results['extra_per_class']}; pass that or "
-                "another --results."
-            )
+        for name, value in (("extra_per_class", extra_per_class), ("extra_seed", extra_seed)):
+            if results.setdefault(name, value) != value:
+                raise SystemExit(
+                    f"{results_path} was recorded with --{name} {results[name]}; pass that or another --results."
+                )
         return results
 
     results = load()
@@ -246,7 +253,7 @@ def probe(
         if variant in results["runs"].get(key, {}).get("variants", {}):
             continue
         start = time.time()
-        model = stage.train(variant, extra_per_class)
+        model = stage.train(variant, extra_per_class, extra_seed)
         seconds = time.time() - start
         accuracy = stage.accuracy_per_task(model)
         outcome = {"accuracy_per_task": accuracy, "average_accuracy": sum(accuracy) / len(accuracy)}
@@ -292,6 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", type=int, default=None, help="The task whose global stage to replay; the last one.")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"Comma-separated, from {', '.join(VARIANTS)}.")
     parser.add_argument("--extra_per_class", type=int, default=200, help="Extra samples per class (more_* variants).")
+    parser.add_argument("--extra_seed", type=int, default=EXTRA_REHEARSAL_SEED, help="Seed of the extra samples.")
     parser.add_argument(
         "--results",
         type=Path,
@@ -309,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     variants = [v for v in args.variants.split(",") if v]
     for run_dir in args.run:
-        results = probe(run_dir, args.results, variants, args.task, args.extra_per_class)
+        results = probe(run_dir, args.results, variants, args.task, args.extra_per_class, args.extra_seed)
     print(format_table(results))
 
 
