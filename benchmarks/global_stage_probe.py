@@ -53,7 +53,6 @@ from jdcl.augment import TwoViewAugmentation
 from jdcl.config import JDCLTrainingConfig
 from jdcl.evaluation import evaluate_seen_tasks, predict
 from jdcl.hub import task_revision
-from jdcl.losses import DistillationLossWeights
 from jdcl.replay import RehearsalSet, generate_rehearsal_set
 from jdcl.trainer import ContinualTrainer, StageData, Teachers
 from machine import machine_summary
@@ -185,12 +184,6 @@ class RecordedGlobalStage:
             trainer.augmentation = TwoViewAugmentation(config.resolution, trainer.num_channels, enabled=True)
         elif variant != "recorded":
             raise SystemExit(f"Unknown variant {variant!r}; choose from {', '.join(VARIANTS)}.")
-        weights = DistillationLossWeights(
-            diffusion=config.global_diffusion_loss_weight,
-            classification=config.global_classification_loss_weight,
-            distillation_diffusion=config.distillation_diffusion_weight,
-            distillation_classification=config.distillation_classification_weight,
-        )
         try:
             # The trainer's own stage: same seeding, EMA, optimizer and loss as the recorded run.
             return trainer._run_stage(
@@ -199,7 +192,7 @@ class RecordedGlobalStage:
                 student,
                 data,
                 steps,
-                weights,
+                trainer.global_loss_weights(),
                 Teachers(old=self.previous, new=self.local),
             )
         finally:

@@ -164,17 +164,16 @@ def distillation_loss(
     _check_inputs(noise_pred, logits, weights)
     batch_size = labels.shape[0]
     outputs = {"diffusion": noise_pred, "classification": logits}
-    loss = noise.new_zeros((), dtype=torch.float32)
-    terms = {}
-    if noise_pred is not None:
-        diffusion = F.mse_loss(noise_pred.float(), noise.float())
-        loss = loss + weights.diffusion * diffusion
-        terms["diffusion"] = diffusion.detach()
-    if logits is not None:
-        classification = F.cross_entropy(logits.float(), labels)
-        if classification_enabled:
-            loss = loss + weights.classification * classification
-        terms["classification"] = classification.detach()
+    # The terms against the true noise and the generated labels are the joint loss's, with the global stage's weights.
+    terms = joint_loss(
+        noise_pred,
+        noise,
+        logits,
+        labels,
+        JointLossWeights(diffusion=weights.diffusion, classification=weights.classification),
+        classification_enabled,
+    )
+    loss = terms.pop("loss")
 
     groups = (
         ("old", is_old, {"diffusion": old_teacher_noise_pred, "classification": old_teacher_logits}),

@@ -1,6 +1,7 @@
 """The continual trainer: JDCL (local stage, rehearsal, two-teacher global stage) and its baselines over all tasks."""
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -523,11 +524,10 @@ class ContinualTrainer:
                 weights, teachers = local_weights, None
             else:
                 # The joint loss on everything, plus distillation of the old classes from the previous global model.
-                weights = DistillationLossWeights(
+                weights = dataclasses.replace(
+                    self.global_loss_weights(),
                     diffusion=config.diffusion_loss_weight,
                     classification=config.classification_loss_weight,
-                    distillation_diffusion=config.distillation_diffusion_weight,
-                    distillation_classification=config.distillation_classification_weight,
                 )
                 teachers = Teachers(old=global_model)
             model = self._run_stage(
@@ -557,23 +557,27 @@ class ContinualTrainer:
                 local_weights,
             )
         else:
-            distillation_weights = DistillationLossWeights(
-                diffusion=config.global_diffusion_loss_weight,
-                classification=config.global_classification_loss_weight,
-                distillation_diffusion=config.distillation_diffusion_weight,
-                distillation_classification=config.distillation_classification_weight,
-            )
             model = self._run_stage(
                 task_index,
                 "global",
                 init_from_global(),
                 StageData(rehearsal=rehearsal),
                 config.global_train_steps,
-                distillation_weights,
+                self.global_loss_weights(),
                 Teachers(old=global_model, new=local_model),
             )
         stage_seconds["global"] = time.time() - start
         return model
+
+    def global_loss_weights(self) -> DistillationLossWeights:
+        """The weights of JDCL's global-stage loss, from the configuration."""
+        config = self.config
+        return DistillationLossWeights(
+            diffusion=config.global_diffusion_loss_weight,
+            classification=config.global_classification_loss_weight,
+            distillation_diffusion=config.distillation_diffusion_weight,
+            distillation_classification=config.distillation_classification_weight,
+        )
 
     def _train_task_separate(
         self, task_index: int, global_classifier: JointUNet2DModel | None, stage_seconds: dict, metrics: dict
