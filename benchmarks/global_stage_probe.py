@@ -53,8 +53,8 @@ from jdcl.augment import TwoViewAugmentation
 from jdcl.config import JDCLTrainingConfig
 from jdcl.evaluation import evaluate_seen_tasks, predict
 from jdcl.hub import task_revision
-from jdcl.replay import RehearsalSet, generate_rehearsal_set
-from jdcl.trainer import ContinualTrainer, StageData, Teachers
+from jdcl.replay import RehearsalSet
+from jdcl.trainer import ContinualTrainer, RehearsalSource, StageData, Teachers
 from machine import machine_summary
 
 
@@ -132,26 +132,6 @@ class RecordedGlobalStage:
             "called_an_old_class": float(is_old.float().mean()),
         }
 
-    def extra_rehearsal(self, generator: JointUNet2DModel, classes: list[int], is_old: bool, count: int, seed: int):
-        config = self.config
-        return generate_rehearsal_set(
-            self.trainer.accelerator,
-            generator,
-            self.trainer.sampling_scheduler,
-            classes,
-            count,
-            is_old=is_old,
-            seed=seed,
-            num_inference_steps=config.replay_inference_steps,
-            batch_size=config.replay_batch_size,
-            sampler=config.replay_sampler,
-            guidance_scale=config.replay_guidance_scale,
-            max_sampling_factor=config.replay_max_sampling_factor,
-            selection=config.replay_selection,
-            eta=config.replay_eta,
-            show_progress=False,
-        )
-
     def train(self, variant: str, extra_per_class: int, extra_seed: int = EXTRA_REHEARSAL_SEED) -> JointUNet2DModel:
         r"""
         Trains the global stage again under `variant` (one of `VARIANTS`) and returns the EMA weights.
@@ -167,12 +147,14 @@ class RecordedGlobalStage:
         data = StageData(rehearsal=self.rehearsal)
         steps = config.global_train_steps
         augmentation = trainer.augmentation
+        old_source = RehearsalSource(self.previous, self.old_classes, is_old=True)
+        new_source = RehearsalSource(self.local, self.new_classes, is_old=False)
         if variant == "more_new_rehearsal":
-            extra = self.extra_rehearsal(self.local, self.new_classes, False, extra_per_class, extra_seed)
+            extra = trainer.generate_rehearsal(new_source, extra_per_class, extra_seed)
             data = StageData(rehearsal=RehearsalSet.concatenate([self.rehearsal, extra]))
         elif variant == "more_rehearsal":
-            old = self.extra_rehearsal(self.previous, self.old_classes, True, extra_per_class, extra_seed + 1)
-            new = self.extra_rehearsal(self.local, self.new_classes, False, extra_per_class, extra_seed)
+            old = trainer.generate_rehearsal(old_source, extra_per_class, extra_seed + 1)
+            new = trainer.generate_rehearsal(new_source, extra_per_class, extra_seed)
             data = StageData(rehearsal=RehearsalSet.concatenate([self.rehearsal, old, new]))
         elif variant == "longer":
             steps = 2 * config.global_train_steps

@@ -706,34 +706,47 @@ class ContinualTrainer:
         self.accelerator.wait_for_everyone()
         return model
 
+    def generate_rehearsal(self, source: RehearsalSource, samples_per_class: int, seed: int) -> RehearsalSet:
+        r"""
+        Generates rehearsal of `source`'s classes with the run's sampler settings.
+
+        Args:
+            source ([`RehearsalSource`]): Who generates (and labels) which classes.
+            samples_per_class (`int`): The quota of each class.
+            seed (`int`): Seed of the sampling.
+        """
+        config = self.config
+        return generate_rehearsal_set(
+            self.accelerator,
+            source.generator,
+            self.sampling_scheduler,
+            source.classes,
+            samples_per_class,
+            is_old=source.is_old,
+            seed=seed,
+            num_inference_steps=config.replay_inference_steps,
+            batch_size=config.replay_batch_size,
+            sampler=config.replay_sampler,
+            guidance_scale=config.replay_guidance_scale,
+            max_sampling_factor=config.replay_max_sampling_factor,
+            selection=config.replay_selection,
+            eta=config.replay_eta,
+            show_progress=self.show_progress,
+            labeller=source.labeller,
+        )
+
     def _rehearsal(self, task_index: int, sources: list["RehearsalSource"], metrics: dict) -> RehearsalSet:
         config = self.config
         saved = self._state_dir(task_index) / "rehearsal.safetensors"
         if saved.exists():
             rehearsal = RehearsalSet.from_state_dict(load_file(saved))
         else:
-            parts = []
-            for offset, source in enumerate(sources):
-                parts.append(
-                    generate_rehearsal_set(
-                        self.accelerator,
-                        source.generator,
-                        self.sampling_scheduler,
-                        source.classes,
-                        config.replay_samples_per_class,
-                        is_old=source.is_old,
-                        seed=config.seed + 1000 * (task_index + 1) + 100 * offset,
-                        num_inference_steps=config.replay_inference_steps,
-                        batch_size=config.replay_batch_size,
-                        sampler=config.replay_sampler,
-                        guidance_scale=config.replay_guidance_scale,
-                        max_sampling_factor=config.replay_max_sampling_factor,
-                        selection=config.replay_selection,
-                        eta=config.replay_eta,
-                        show_progress=self.show_progress,
-                        labeller=source.labeller,
-                    )
+            parts = [
+                self.generate_rehearsal(
+                    source, config.replay_samples_per_class, seed=config.seed + 1000 * (task_index + 1) + 100 * offset
                 )
+                for offset, source in enumerate(sources)
+            ]
             rehearsal = RehearsalSet.concatenate(parts)
             if self.accelerator.is_main_process:
                 saved.parent.mkdir(parents=True, exist_ok=True)
