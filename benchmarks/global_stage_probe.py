@@ -86,9 +86,13 @@ class RecordedGlobalStage:
         if (
             values.get("strategy", "jdcl") != "jdcl"
             or values.get("single_stage")
+            or values.get("no_distillation")
             or not values.get("joint_modelling", True)
         ):
-            raise SystemExit(f"{run_dir} is not a two-stage jdcl run: only those have a global stage to replay.")
+            raise SystemExit(
+                f"{run_dir} is not a jdcl run with its distilled global stage (strategy jdcl, no ablation): only "
+                "that stage is replayed."
+            )
         self.scratch_dir = tempfile.TemporaryDirectory(prefix="global-stage-probe-")
         # Every variant trains the same stage in the same scratch folder: no checkpoints, or they would collide.
         values.update(output_dir=self.scratch_dir.name, logger="none", show_progress=False, checkpointing_steps=10**9)

@@ -70,3 +70,11 @@ def test_unknown_variant_and_task_without_global_stage_are_refused(tiny_run, tmp
         benchmark.probe(run_dir, tmp_path / "probe.json", ["bigger"])
     with pytest.raises(SystemExit, match="task 1 has no global stage"):
         benchmark.probe(run_dir, tmp_path / "probe.json", ["recorded"], task=1)
+    # An ablation's global stage is not the one the probe trains.
+    ablation = tmp_path / "ablation"
+    ablation.mkdir()
+    identity = json.loads((run_dir / "run_config.json").read_text())
+    identity["identity"]["no_distillation"] = True
+    (ablation / "run_config.json").write_text(json.dumps(identity))
+    with pytest.raises(SystemExit, match="distilled global stage"):
+        benchmark.probe(ablation, tmp_path / "probe.json", ["recorded"])
