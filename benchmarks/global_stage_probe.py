@@ -54,7 +54,7 @@ from jdcl.config import JDCLTrainingConfig
 from jdcl.evaluation import evaluate_seen_tasks, predict
 from jdcl.hub import task_revision
 from jdcl.replay import RehearsalSet
-from jdcl.trainer import ContinualTrainer, RehearsalSource, StageData, Teachers
+from jdcl.trainer import RUN_CONFIG_NAME, ContinualTrainer, RehearsalSource, StageData, Teachers
 from machine import machine_summary
 
 
@@ -81,7 +81,7 @@ class RecordedGlobalStage:
     """
 
     def __init__(self, run_dir: Path, task: int | None = None):
-        identity = json.loads((run_dir / "run_config.json").read_text())["identity"]
+        identity = json.loads((run_dir / RUN_CONFIG_NAME).read_text())["identity"]
         values = {k: v for k, v in identity.items() if k in JDCLTrainingConfig.field_names()}
         if (
             values.get("strategy", "jdcl") != "jdcl"
@@ -96,7 +96,7 @@ class RecordedGlobalStage:
         self.scratch_dir = tempfile.TemporaryDirectory(prefix="global-stage-probe-")
         # Every variant trains the same stage in the same scratch folder: no checkpoints, or they would collide.
         values.update(output_dir=self.scratch_dir.name, logger="none", show_progress=False, checkpointing_steps=10**9)
-        self.config = JDCLTrainingConfig.from_dict(values, source=f"{run_dir}/run_config.json")
+        self.config = JDCLTrainingConfig.from_dict(values, source=str(run_dir / RUN_CONFIG_NAME))
         self.trainer = ContinualTrainer(self.config)
         self.trainer.load_tensors()
         split = self.trainer.split

@@ -184,6 +184,25 @@ def test_baselines_and_ablations_complete(tmp_path, overrides, stages):
     assert not (tmp_path / "run" / "task-2" / "samples.png").exists()
 
 
+def test_stage_outputs_computes_only_what_is_asked():
+    from jdcl.trainer import stage_outputs
+
+    from .utils import tiny_unet
+
+    unet = tiny_unet()
+    noisy, clean, timesteps = torch.randn(2, 1, 16, 16), torch.rand(2, 1, 16, 16) * 2 - 1, torch.tensor([3, 500])
+    with torch.no_grad():
+        joint = unet.joint_forward(noisy, timesteps, clean)
+        noise_only = stage_outputs(unet, noisy, timesteps, clean, predict_noise=True, classify=False)
+        logits_only = stage_outputs(unet, noisy, timesteps, clean, predict_noise=False, classify=True)
+        assert noise_only[1] is None and torch.equal(noise_only[0], unet(noisy, timesteps).sample)
+        assert logits_only[0] is None and torch.equal(logits_only[1], unet.classify(clean))
+        assert torch.allclose(noise_only[0], joint.sample, atol=1e-5)
+        assert torch.allclose(logits_only[1], joint.logits, atol=1e-5)
+    with pytest.raises(ValueError, match="noise prediction, the logits or both"):
+        stage_outputs(unet, noisy, timesteps, clean, predict_noise=False, classify=False)
+
+
 def test_separate_trains_only_what_each_model_uses(tmp_path):
     # With weight decay, a part that got (zero) gradients would still shrink: these must get none at all.
     config = tiny_config(

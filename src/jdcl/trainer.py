@@ -79,12 +79,40 @@ def write_json_atomically(data: dict, path: Path) -> None:
     os.replace(temporary, path)
 
 
+def stage_outputs(
+    unet: JointUNet2DModel,
+    noisy_sample: torch.Tensor,
+    timesteps: torch.Tensor,
+    clean_sample: torch.Tensor,
+    predict_noise: bool = True,
+    classify: bool = True,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    r"""
+    The noise prediction and the logits a training stage needs, each `None` when it is not needed: both from one
+    [`JointUNet2DModel.joint_forward`], the noise alone from the plain UNet forward, or the logits alone from
+    [`~JointUNet2DModel.classify`] (the encoder and head).
+
+    Args:
+        unet ([`JointUNet2DModel`]): The model (a student or a teacher).
+        noisy_sample (`torch.Tensor`): Noisy images `x_t`.
+        timesteps (`torch.Tensor`): Their timesteps.
+        clean_sample (`torch.Tensor`): Clean images for the classifier.
+        predict_noise (`bool`, *optional*, defaults to `True`): Whether to compute the noise prediction.
+        classify (`bool`, *optional*, defaults to `True`): Whether to compute the logits of the clean images.
+    """
+    if predict_noise and classify:
+        return unet.joint_forward(noisy_sample, timesteps, clean_sample, return_dict=False)
+    if predict_noise:
+        return unet(noisy_sample, timesteps).sample, None
+    if classify:
+        return None, unet.classify(clean_sample)
+    raise ValueError("A training stage must compute the noise prediction, the logits or both.")
+
+
 class JointForward(torch.nn.Module):
     r"""
-    Routes `forward` to [`JointUNet2DModel.joint_forward`], so that DDP (which only syncs gradients of `forward`
-    calls) can wrap the joint training step. A stage whose loss reads only one of the two outputs gets only that one:
-    the plain UNet forward for the noise, or [`~JointUNet2DModel.classify`] (the encoder alone) for the logits; the
-    other is `None`.
+    Routes `forward` to [`stage_outputs`], so that DDP (which only syncs gradients of `forward` calls) can wrap the
+    training step of a stage, whichever outputs its loss reads.
 
     Args:
         unet ([`JointUNet2DModel`]): The model being trained.
@@ -94,8 +122,6 @@ class JointForward(torch.nn.Module):
 
     def __init__(self, unet: JointUNet2DModel, predict_noise: bool = True, classify: bool = True):
         super().__init__()
-        if not (predict_noise or classify):
-            raise ValueError("A training stage must compute the noise prediction, the logits or both.")
         self.unet = unet
         self.predict_noise = predict_noise
         self.classify = classify
@@ -103,11 +129,7 @@ class JointForward(torch.nn.Module):
     def forward(
         self, noisy_sample: torch.Tensor, timesteps: torch.Tensor, clean_sample: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        if self.predict_noise and self.classify:
-            return self.unet.joint_forward(noisy_sample, timesteps, clean_sample, return_dict=False)
-        if self.predict_noise:
-            return self.unet(noisy_sample, timesteps).sample, None
-        return None, self.unet.classify(clean_sample)
+        return stage_outputs(self.unet, noisy_sample, timesteps, clean_sample, self.predict_noise, self.classify)
 
 
 @dataclass
@@ -944,8 +966,13 @@ class ContinualTrainer:
                     outputs[name] = (None, None)
                     continue
                 with torch.no_grad():
-                    outputs[name] = JointForward(teacher, weights.needs_noise_prediction, weights.needs_logits)(
-                        noisy[mask], timesteps[mask], clean[mask]
+                    outputs[name] = stage_outputs(
+                        teacher,
+                        noisy[mask],
+                        timesteps[mask],
+                        clean[mask],
+                        weights.needs_noise_prediction,
+                        weights.needs_logits,
                     )
             return distillation_loss(
                 noise_pred,
