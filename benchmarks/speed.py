@@ -12,10 +12,14 @@ Measures, in one process:
 Each comparison runs warm-up iterations, then alternates the two contenders (ABAB...) and compares medians, so that
 drifts of a shared machine hit both alike. `--breakdown` adds component timings that explain the ratios.
 
+On a GPU (`--device cuda`) every timed call ends with `torch.cuda.synchronize()`, the presets take their larger CUDA
+batches, and `--mixed_precision bf16` runs both contenders under the same `torch.autocast`.
+
 Usage::
 
     HF_HUB_OFFLINE=1 python benchmarks/speed.py --config demo
     HF_HUB_OFFLINE=1 python benchmarks/speed.py --config cifar --breakdown
+    HF_HUB_OFFLINE=1 python benchmarks/speed.py --config cifar --device cuda --mixed_precision bf16
 """
 
 import os
@@ -28,6 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import contextlib
 import datetime
 import inspect
 import json
@@ -70,6 +75,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "num_inference_steps": 10,
         "repeats": 11,
         "train_steps_per_repeat": 2,
+        # A GPU idles on batches this small: the demo's rehearsal and training batches, timed over more steps.
+        "cuda": {"batch_size": 256, "num_inference_steps": 20, "repeats": 11, "train_steps_per_repeat": 10},
     },
     # ~52.5M parameters: a few seconds per step on 2 cores, hence the small batch and few sampler steps.
     "cifar": {
@@ -78,8 +85,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "num_inference_steps": 3,
         "repeats": 5,
         "train_steps_per_repeat": 1,
+        # The paper's training batch (256) for both sampling and training.
+        "cuda": {"batch_size": 256, "num_inference_steps": 10, "repeats": 7, "train_steps_per_repeat": 5},
     },
 }
+MIXED_PRECISION_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build_models(unet_config: dict[str, Any], seed: int) -> tuple[JointUNet2DModel, UNet2DModel]:
@@ -95,21 +105,41 @@ def build_models(unet_config: dict[str, Any], seed: int) -> tuple[JointUNet2DMod
     return joint, plain
 
 
-def check_same_outputs(joint: JointUNet2DModel, plain: UNet2DModel, batch: torch.Tensor) -> None:
-    """Guards the comparison itself: both models must compute the same function, else the ratios mean nothing."""
+# On a GPU the two models may get different convolution algorithms for the same shapes; beyond this they differ.
+CUDA_OUTPUT_TOLERANCE = 1e-4
+
+
+def check_same_outputs(joint: JointUNet2DModel, plain: UNet2DModel, batch: torch.Tensor) -> float:
+    """
+    Guards the comparison itself: both models must compute the same function, else the ratios mean nothing.
+
+    Returns the largest absolute difference of their outputs: 0 on a CPU, where they must be bit-identical; within
+    `CUDA_OUTPUT_TOLERANCE` on a GPU.
+    """
     joint.eval()
     plain.eval()
     with torch.no_grad():
         expected = plain(batch, 500).sample
         actual = joint(batch, 500).sample
-    if not torch.equal(expected, actual):
-        raise RuntimeError(f"UNet outputs differ (max |diff| {(expected - actual).abs().max().item():.3g}).")
+    difference = (expected - actual).abs().max().item()
+    tolerance = CUDA_OUTPUT_TOLERANCE if batch.device.type == "cuda" else 0.0
+    if difference > tolerance:
+        raise RuntimeError(f"UNet outputs differ (max |diff| {difference:.3g}, allowed {tolerance:g}).")
+    return difference
+
+
+def synchronize() -> None:
+    """Waits for queued GPU work, so that a timed call ends when its kernels do; nothing to wait for on a CPU."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def time_call(function: Callable[[], Any]) -> tuple[float, float]:
-    """Wall-clock and process CPU seconds of one call."""
+    """Wall-clock and process CPU seconds of one call (on a GPU, up to the end of its kernels)."""
+    synchronize()
     wall, cpu = time.perf_counter(), time.process_time()
     function()
+    synchronize()
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -117,7 +147,8 @@ class _FlopCounter(TorchDispatchMode):
     """Sums the FLOPs of matmuls and convolutions, forward and backward, with torch's formulas.
 
     torch has no formula for CPU flash attention (`_scaled_dot_product_flash_attention_for_cpu`), so attention score
-    products go uncounted: about 3% of a UNet forward on both presets here, too little to move the ratios much.
+    products go uncounted: about 3% of a UNet forward on both presets here, too little to move the ratios much. On
+    CUDA the flash-attention formula exists, so GPU FLOPs include them.
 
     torch's `FlopCounterMode` also tracks modules with backward hooks, which `torch.autograd.grad` (the guidance
     term) rejects; counting at the dispatch level alone avoids them.
@@ -267,7 +298,10 @@ def benchmark_sampling(
 def make_training_batch(
     joint: JointUNet2DModel, batch_size: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Clean images, noise, timesteps, noisy images and labels, fixed so both contenders see the same batch."""
+    """Clean images, noise, timesteps, noisy images and labels on the model's device, the same for both contenders.
+
+    Drawn on the CPU, so that a seed gives the same batch on every device.
+    """
     generator = torch.Generator().manual_seed(seed)
     channels, size = joint.config.in_channels, joint.config.sample_size
     clean = torch.rand(batch_size, channels, size, size, generator=generator) * 2 - 1
@@ -275,7 +309,7 @@ def make_training_batch(
     timesteps = torch.randint(0, 1000, (batch_size,), generator=generator)
     noisy = DDIMScheduler(beta_start=1e-3, beta_end=0.02).add_noise(clean, noise, timesteps)
     labels = torch.randint(0, joint.config.num_classes, (batch_size,), generator=generator)
-    return clean, noise, timesteps, noisy, labels
+    return tuple(tensor.to(joint.device) for tensor in (clean, noise, timesteps, noisy, labels))
 
 
 def benchmark_training(
@@ -325,7 +359,7 @@ def breakdown(
 ) -> dict[str, Any]:
     """Median seconds and FLOPs of the pieces the ratios are made of, to tell where extra time goes."""
     clean, noise, timesteps, noisy, labels = make_training_batch(joint, batch_size, seed)
-    step_t = torch.tensor(500)
+    step_t = torch.tensor(500, device=joint.device)
     joint.eval()
     with torch.no_grad():
         noise_pred = joint(noisy, step_t).sample
@@ -396,7 +430,7 @@ def breakdown(
     return results
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="demo", help="UNet preset to benchmark.")
     parser.add_argument("--batch_size", type=int, default=None, help="Images per batch (sampling and training).")
@@ -407,39 +441,67 @@ def parse_args() -> argparse.Namespace:
         "--train_steps_per_repeat", type=int, default=None, help="Training steps in one timed round (short steps)."
     )
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads.")
+    parser.add_argument(
+        "--device", type=str, default="cpu", help="`cpu` or `cuda` (`cuda:1`...); on CUDA the presets' `cuda` sizes."
+    )
+    parser.add_argument(
+        "--mixed_precision",
+        choices=sorted(MIXED_PRECISION_DTYPES),
+        default="no",
+        help="Run both contenders under `torch.autocast` in this dtype.",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--breakdown", action="store_true", help="Also time the components behind the ratios.")
     parser.add_argument(
-        "--output", type=str, default=None, help="JSON path; benchmarks/results/speed_<config>_cpu.json"
+        "--output",
+        type=str,
+        default=None,
+        help="JSON path; benchmarks/results/speed_<config>_<device type>[_<mixed precision>].json",
     )
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            f"--device {args.device}: torch {torch.__version__} sees no CUDA device here; use --device cpu."
+        )
     torch.set_num_threads(args.threads)
-    preset = CONFIGS[args.config]
+    preset = {**CONFIGS[args.config], **CONFIGS[args.config].get(device.type, {})}
     batch_size = args.batch_size or preset["batch_size"]
     num_inference_steps = args.num_inference_steps or preset["num_inference_steps"]
     repeats = args.repeats or preset["repeats"]
     steps_per_repeat = args.train_steps_per_repeat or preset["train_steps_per_repeat"]
-    output = Path(args.output or Path(__file__).parent / "results" / f"speed_{args.config}_cpu.json")
+    precision_suffix = "" if args.mixed_precision == "no" else f"_{args.mixed_precision}"
+    default_output = Path(__file__).parent / "results" / f"speed_{args.config}_{device.type}{precision_suffix}.json"
+    output = Path(args.output or default_output)
 
     joint, plain = build_models(preset["unet"], args.seed)
-    check_same_outputs(joint, plain, make_training_batch(joint, batch_size, args.seed)[3])
+    joint.to(device)
+    plain.to(device)
+    # In full precision: the check is on the weights, not on how autocast rounds.
+    output_difference = check_same_outputs(joint, plain, make_training_batch(joint, batch_size, args.seed)[3])
+    autocast_dtype = MIXED_PRECISION_DTYPES[args.mixed_precision]
+    precision = (
+        torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
+    )
     unet_parameters = sum(p.numel() for n, p in joint.named_parameters() if not n.startswith("classifier."))
     head_parameters = sum(p.numel() for p in joint.classifier.parameters())
 
     # A shared machine's load skews wall times; record it so the figures can be judged.
     load_before = os.getloadavg()
     started = time.perf_counter()
-    unguided, guided, pipe = benchmark_sampling(joint, plain, batch_size, num_inference_steps, args.warmup, repeats)
-    training = benchmark_training(joint, plain, batch_size, steps_per_repeat, args.warmup, repeats, args.seed)
+    with precision:
+        unguided, guided, pipe = benchmark_sampling(
+            joint, plain, batch_size, num_inference_steps, args.warmup, repeats
+        )
+        training = benchmark_training(joint, plain, batch_size, steps_per_repeat, args.warmup, repeats, args.seed)
     report: dict[str, Any] = {
         "benchmark": "jdcl speed",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        # Only the CPU path is timed, also on a machine with a GPU.
-        "machine": {**machine_description(), "device": "cpu"},
+        "machine": {**machine_description(), "device": str(device)},
         "config": {
             "name": args.config,
             "unet": {key: list(value) if isinstance(value, tuple) else value for key, value in preset["unet"].items()},
@@ -454,20 +516,28 @@ def main() -> None:
             "train_steps_per_repeat": steps_per_repeat,
             "training_step": "zero_grad(set_to_none) + forward + loss + backward; no optimizer update",
             "seed": args.seed,
+            "mixed_precision": args.mixed_precision,
         },
+        "unet_outputs_max_abs_difference": output_difference,
         "sampling_jdcl_over_ddim": unguided,
         "guided_over_unguided": guided,
         "joint_over_plain_step": training,
     }
     if args.breakdown:
-        report["breakdown"] = breakdown(joint, pipe, batch_size, args.warmup, repeats, args.seed)
+        with precision:
+            report["breakdown"] = breakdown(joint, pipe, batch_size, args.warmup, repeats, args.seed)
     report["elapsed_s"] = time.perf_counter() - started
     report["machine"]["load_average_1_5_15_min"] = {"before": load_before, "after": os.getloadavg()}
 
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
 
-    print(f"jdcl speed, config {args.config}, {report['machine']['cpu_model']}, {args.threads} threads")
+    where = (
+        report["machine"]["gpu"]
+        if device.type == "cuda"
+        else f"{report['machine']['cpu_model']}, {args.threads} threads"
+    )
+    print(f"jdcl speed, config {args.config}, {device}, {where}, mixed precision {args.mixed_precision}")
     print(f"  sampling (batch {batch_size}, {num_inference_steps} DDIM steps):")
     print(
         f"    JDCL unguided {unguided['jdcl_unguided_images_per_s']:.2f} img/s, DDIMPipeline "
@@ -498,6 +568,7 @@ def main() -> None:
                 f"{piece['gflops']:.2f} GFLOP"
             )
     print(f"  saved {output}")
+    return report
 
 
 if __name__ == "__main__":
