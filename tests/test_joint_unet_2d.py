@@ -38,7 +38,7 @@ def test_forward_is_bit_identical_to_unet2d(timestep):
         assert torch.equal(model(sample, timestep, return_dict=False)[0], unet(sample, timestep).sample)
 
 
-def test_forward_bit_identical_for_skip_and_fourier_variants():
+def test_forward_bit_identical_for_fourier_time_and_centred_input():
     config = dict(UNET_ONLY_CONFIG, time_embedding_type="fourier", center_input_sample=True)
     torch.manual_seed(0)
     model = JointUNet2DModel(**config, num_classes=3).eval()
@@ -48,6 +48,39 @@ def test_forward_bit_identical_for_skip_and_fourier_variants():
     timesteps = torch.tensor([0.5, 20.0])
     with torch.no_grad():
         assert torch.equal(model(sample, timesteps).sample, unet(sample, timesteps).sample)
+
+
+# diffusers' skip blocks fix some group counts at 32, hence wider channels than the tiny config's.
+SKIP_BLOCKS_CONFIG = {
+    "sample_size": 16,
+    "in_channels": 3,
+    "out_channels": 3,
+    "block_out_channels": (32, 64, 64),
+    "layers_per_block": 1,
+    "down_block_types": ("SkipDownBlock2D", "AttnSkipDownBlock2D", "SkipDownBlock2D"),
+    "up_block_types": ("SkipUpBlock2D", "AttnSkipUpBlock2D", "SkipUpBlock2D"),
+    "attention_head_dim": 8,
+}
+
+
+def test_skip_blocks_forward_is_bit_identical_and_the_classifier_trains_every_encoder_parameter():
+    torch.manual_seed(0)
+    model = JointUNet2DModel(**SKIP_BLOCKS_CONFIG, num_classes=3, classifier_hidden_dim=16)
+    unet = UNet2DModel(**SKIP_BLOCKS_CONFIG).eval()
+    unet.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")})
+    sample = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(model.eval()(sample, 30).sample, unet(sample, 30).sample)
+
+    # A classifier-only stage freezes the decoder; every other parameter, the skip convs included, must then get a
+    # gradient, or DDP would find unused parameters.
+    for module in model.decoder_modules():
+        module.requires_grad_(False)
+    model.train().classify(sample).logsumexp(dim=1).sum().backward()
+    trainable = {name: parameter for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert any("skip_conv" in name for name in trainable)
+    assert [name for name, parameter in trainable.items() if parameter.grad is None] == []
+    assert all(not name.startswith("up_blocks.") for name in trainable)
 
 
 def test_paper_cifar_config_matches_reference_parameter_count():
