@@ -75,7 +75,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "num_inference_steps": 10,
         "repeats": 11,
         "train_steps_per_repeat": 2,
-        # A GPU idles on batches this small: the demo's rehearsal and training batches, timed over more steps.
+        # A GPU idles on batches this small: the demo's rehearsal batch (256) for both, timed over more steps.
         "cuda": {"batch_size": 256, "num_inference_steps": 20, "repeats": 11, "train_steps_per_repeat": 10},
     },
     # ~52.5M parameters: a few seconds per step on 2 cores, hence the small batch and few sampler steps.
