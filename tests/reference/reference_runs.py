@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""Short runs of every strategy and ablation, reduced to what must never change by accident: accuracies and weights.
+
+    python tests/reference/reference_runs.py --output runs.json        # run every case, write what they give
+    python tests/reference/reference_runs.py --output runs.json --cases jdcl separate --seeds 0
+
+The numbers depend on the kernels torch picks for this CPU and on the thread count, so the script pins both before
+torch loads: one thread, and AVX2 code paths in ATen, oneDNN and MKL (every x86-64 CPU of the last decade has AVX2).
+`tests/test_reference_runs.py` runs it and compares with `reference_runs.json`, recorded before the trainer was
+split into strategies: any change of behaviour, intended or not, shows there.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+PINNED_ENVIRONMENT = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_CBWR": "AVX2",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OMP_WAIT_POLICY": "PASSIVE",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+}
+
+UNET = {
+    "block_out_channels": [16, 32],
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+    "attention_head_dim": 16,
+    "norm_num_groups": 8,
+    "classifier_hidden_dim": 32,
+}
+
+# Three tasks, so that the last one rehearses classes of two earlier tasks.
+BASE = {
+    "resolution": 8,
+    "num_tasks": 3,
+    "class_order": [0, 1, 2, 3, 4, 5],
+    "unet_config": UNET,
+    "train_batch_size": 16,
+    "local_train_steps": 3,
+    "global_train_steps": 3,
+    "replay_samples_per_class": 4,
+    "replay_inference_steps": 2,
+    "grid_inference_steps": 2,
+    "grid_samples_per_class": 1,
+    "logger": "none",
+    "show_progress": False,
+}
+
+# Every strategy and ablation, and the options that change what a stage computes.
+CASES = {
+    "finetune": {"strategy": "finetune"},
+    "cumulative": {"strategy": "cumulative"},
+    "jdcl": {},
+    "no_distillation": {"no_distillation": True},
+    "single_stage": {"single_stage": True},
+    "single_stage_no_distillation": {"single_stage": True, "no_distillation": True},
+    "separate": {"joint_modelling": False},
+    "separate_scratch": {"joint_modelling": False, "local_init": "scratch"},
+    "jdcl_options": {
+        "local_init": "scratch",
+        "augment": True,
+        "replay_sampler": "guided",
+        "replay_selection": "confident",
+        "replay_eta": 0.5,
+        "classification_warmup_steps": 2,
+        "first_task_train_steps": 4,
+    },
+    "jdcl_no_ema": {"use_ema": False, "max_grad_norm": 0.0},
+}
+
+
+def weights_checksum(path: Path) -> str:
+    """SHA-256 over every tensor of a safetensors file, by name: independent of the file's metadata and layout."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def run_case(name: str, seed: int, work_dir: Path) -> dict:
+    import torch
+
+    from jdcl.config import JDCLTrainingConfig
+    from jdcl.trainer import train_jdcl
+
+    torch.set_num_threads(1)
+    output_dir = work_dir / f"{name}-seed{seed}"
+    config = JDCLTrainingConfig(**{**BASE, **CASES[name], "seed": seed, "output_dir": str(output_dir)})
+    metrics = train_jdcl(config)
+    return {
+        "accuracy_matrix": metrics["accuracy_matrix"],
+        "accuracy_seen": metrics["accuracy_seen"],
+        "rehearsal": metrics["rehearsal"],
+        "weights_sha256": [
+            weights_checksum(output_dir / f"task-{k}" / "unet" / "diffusion_pytorch_model.safetensors")
+            for k in range(1, config.num_tasks + 1)
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, required=True, help="Where to write the results (JSON).")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    args = parser.parse_args(argv)
+    if any(os.environ.get(key) != value for key, value in PINNED_ENVIRONMENT.items()):
+        # The kernels are chosen when torch loads: pin them in a fresh interpreter.
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **PINNED_ENVIRONMENT})
+    results = {}
+    with tempfile.TemporaryDirectory() as work_dir:
+        for name in args.cases:
+            for seed in args.seeds:
+                results[f"{name}/seed{seed}"] = run_case(name, seed, Path(work_dir))
+                print(f"{name} seed {seed}: {results[f'{name}/seed{seed}']['accuracy_matrix'][-1]}", flush=True)
+    args.output.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
