@@ -64,7 +64,7 @@ except ImportError:  # pragma: no cover
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from jdcl import JDCLPipeline
-from jdcl.config import JDCLTrainingConfig
+from jdcl.config import JDCLTrainingConfig, normalize_legacy_keys
 from jdcl.data import ClassificationData, infer_num_channels, load_classification_dataset, prepare_tensors
 from jdcl.hub import task_revision
 from jdcl.tasks import ClassIncrementalSplit, resolve_class_order
@@ -85,8 +85,6 @@ DATASET_NAME = "mnist-10k"
 ROW_FIELDS = (
     "strategy",
     "no_distillation",
-    "single_stage",
-    "joint_modelling",
     "replay_sampler",
     "replay_selection",
     "replay_eta",
@@ -98,8 +96,8 @@ ROWS: dict[str, dict[str, Any]] = {
     "cumulative": {**_JDCL, "strategy": "cumulative"},
     "jdcl": dict(_JDCL),
     "no_distillation": {**_JDCL, "no_distillation": True},
-    "single_stage": {**_JDCL, "single_stage": True},
-    "separate": {**_JDCL, "joint_modelling": False},
+    "single_stage": {**_JDCL, "strategy": "single_stage"},
+    "separate": {**_JDCL, "strategy": "separate"},
     "jdcl_guided": {**_JDCL, "replay_sampler": "guided"},
     # Stochastic DDIM, each class keeping its most confident half of twice the quota.
     "jdcl_confident": {**_JDCL, "replay_selection": "confident", "replay_eta": 1.0},
@@ -340,7 +338,8 @@ def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, A
                 "every row is comparable. Pass the same budget flags, or --results another file."
             )
         for row, entry in results["rows"].items():
-            recorded_fields = entry.get("fields")
+            # Rows recorded before the ablations became strategies name them by their old flags.
+            recorded_fields = normalize_legacy_keys(entry.get("fields") or {})
             if row in ROWS and recorded_fields != ROWS[row]:
                 raise SystemExit(
                     f"{path} holds {row} runs with {recorded_fields}, but the row now means {ROWS[row]} (the row or "

@@ -43,18 +43,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from continual import results_lock, save_results
 from jdcl import JDCLPipeline, JointUNet2DModel
 from jdcl.augment import TwoViewAugmentation
-from jdcl.config import JDCLTrainingConfig
+from jdcl.config import JDCLTrainingConfig, normalize_legacy_keys
 from jdcl.evaluation import evaluate_seen_tasks, predict
 from jdcl.hub import task_revision
-from jdcl.replay import RehearsalSet
-from jdcl.trainer import RUN_CONFIG_NAME, ContinualTrainer, RehearsalSource, StageData, Teachers
+from jdcl.objectives import DistillationObjective
+from jdcl.rehearsal import RehearsalSampler, RehearsalSet, RehearsalSource
+from jdcl.stage import GLOBAL, StageData, StageRunner
+from jdcl.trainer import RUN_CONFIG_NAME, ContinualTrainer
 from machine import machine_summary
 
 
@@ -82,20 +83,15 @@ class RecordedGlobalStage:
 
     def __init__(self, run_dir: Path, task: int | None = None):
         identity = json.loads((run_dir / RUN_CONFIG_NAME).read_text())["identity"]
-        values = {k: v for k, v in identity.items() if k in JDCLTrainingConfig.field_names()}
-        if (
-            values.get("strategy", "jdcl") != "jdcl"
-            or values.get("single_stage")
-            or values.get("no_distillation")
-            or not values.get("joint_modelling", True)
-        ):
+        values = normalize_legacy_keys(identity)
+        values = {k: v for k, v in values.items() if k in JDCLTrainingConfig.field_names()}
+        if values.get("strategy", "jdcl") != "jdcl" or values.get("no_distillation"):
             raise SystemExit(
                 f"{run_dir} is not a jdcl run with its distilled global stage (strategy jdcl, no ablation): only "
                 "that stage is replayed."
             )
         self.scratch_dir = tempfile.TemporaryDirectory(prefix="global-stage-probe-")
-        # Every variant trains the same stage in the same scratch folder: no checkpoints, or they would collide.
-        values.update(output_dir=self.scratch_dir.name, logger="none", show_progress=False, checkpointing_steps=10**9)
+        values.update(output_dir=self.scratch_dir.name, logger="none", show_progress=False)
         self.config = JDCLTrainingConfig.from_dict(values, source=str(run_dir / RUN_CONFIG_NAME))
         self.trainer = ContinualTrainer(self.config)
         self.trainer.load_tensors()
@@ -111,7 +107,7 @@ class RecordedGlobalStage:
         self.task_index = self.task - 1
         self.previous = JDCLPipeline.from_pretrained(needed[0]).unet.eval()
         self.local = JointUNet2DModel.from_pretrained(needed[1]).eval()
-        self.rehearsal = RehearsalSet.from_state_dict(load_file(needed[2]))
+        self.rehearsal = RehearsalSet.load(needed[2])
         self.new_classes = split.new_classes(self.task_index)
         self.old_classes = split.old_classes(self.task_index)
         self.tasks = split.tasks[: self.task]
@@ -150,15 +146,19 @@ class RecordedGlobalStage:
         student = copy.deepcopy(self.previous)
         data = StageData(rehearsal=self.rehearsal)
         steps = config.global_train_steps
-        augmentation = trainer.augmentation
+        augmentation = trainer.stages.augmentation
         old_source = RehearsalSource(self.previous, self.old_classes, is_old=True)
         new_source = RehearsalSource(self.local, self.new_classes, is_old=False)
+
+        def generate(source: RehearsalSource, seed: int) -> RehearsalSet:
+            return RehearsalSampler.from_config(config).generate(
+                trainer.accelerator, trainer.sampling_scheduler, source, seed, extra_per_class, show_progress=False
+            )
+
         if variant == "more_new_rehearsal":
-            extra = trainer.generate_rehearsal(new_source, extra_per_class, extra_seed)
-            data = StageData(rehearsal=RehearsalSet.concatenate([self.rehearsal, extra]))
+            data = StageData(rehearsal=RehearsalSet.concatenate([self.rehearsal, generate(new_source, extra_seed)]))
         elif variant == "more_rehearsal":
-            old = trainer.generate_rehearsal(old_source, extra_per_class, extra_seed + 1)
-            new = trainer.generate_rehearsal(new_source, extra_per_class, extra_seed)
+            old, new = generate(old_source, extra_seed + 1), generate(new_source, extra_seed)
             data = StageData(rehearsal=RehearsalSet.concatenate([self.rehearsal, old, new]))
         elif variant == "longer":
             steps = 2 * config.global_train_steps
@@ -167,22 +167,14 @@ class RecordedGlobalStage:
         elif variant == "real_new_images":
             data = StageData(real=trainer.train_data.subset(self.new_classes), rehearsal=self.rehearsal)
         elif variant == "augment":
-            trainer.augmentation = TwoViewAugmentation(config.resolution, trainer.num_channels, enabled=True)
+            augmentation = TwoViewAugmentation(config.resolution, trainer.num_channels, enabled=True)
         elif variant != "recorded":
             raise SystemExit(f"Unknown variant {variant!r}; choose from {', '.join(VARIANTS)}.")
-        try:
-            # The trainer's own stage: same seeding, EMA, optimizer and loss as the recorded run.
-            return trainer._run_stage(
-                self.task_index,
-                "global",
-                student,
-                data,
-                steps,
-                trainer.global_loss_weights(),
-                Teachers(old=self.previous, new=self.local),
-            )
-        finally:
-            trainer.augmentation = augmentation
+        # The library's own stage: same seeding, EMA, optimizer and loss as the recorded run. No checkpoints: every
+        # variant trains the same stage, and theirs would collide.
+        stages = StageRunner(trainer.accelerator, config, augmentation, checkpoint_dir=None, show_progress=False)
+        objective = DistillationObjective.from_config(config, old_teacher=self.previous, new_teacher=self.local)
+        return stages.run(GLOBAL, self.task_index, student, data, steps, objective)
 
 
 def probe(

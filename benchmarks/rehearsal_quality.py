@@ -10,7 +10,7 @@ fitted on the real training split; its accuracy on the real test split is printe
     python benchmarks/rehearsal_quality.py runs benchmarks/runs/budget-*/jdcl-seed0 [--json out.json]
 
 `sampler` compares rehearsal settings on one saved model instead: for each DDIM step count, eta and selection rule it
-generates a rehearsal set with `JDCLPipeline.generate_rehearsal` and reports the referee's agreement with its labels.
+generates a rehearsal set with `RehearsalSampler.sample` and reports the referee's agreement with its labels.
 
     python benchmarks/rehearsal_quality.py sampler RUN/state/task-2/local --classes 2,3 [--json out.json]
 """
@@ -39,6 +39,7 @@ from continual import default_dataset_path  # noqa: E402
 from jdcl import JDCLPipeline, JointUNet2DModel
 from jdcl.config import JDCLTrainingConfig
 from jdcl.data import infer_num_channels, load_classification_dataset, prepare_tensors
+from jdcl.rehearsal import RehearsalSampler
 from machine import machine_summary  # noqa: E402
 
 
@@ -161,16 +162,16 @@ def compare_samplers(
     rows = []
     for steps, eta, selection in settings:
         start = time.perf_counter()
-        output = pipeline.generate_rehearsal(
-            classes,
-            samples_per_class,
-            batch_size=256,
+        sampler = RehearsalSampler(
+            samples_per_class=samples_per_class,
             num_inference_steps=steps,
-            eta=eta,
-            selection=selection,
+            batch_size=256,
             max_sampling_factor=defaults.replay_max_sampling_factor,
-            generator=torch.manual_seed(0),
-            show_progress=False,
+            selection=selection,
+            eta=eta,
+        )
+        output = sampler.sample(
+            pipeline, classes, samples_per_class, generator=torch.manual_seed(0), show_progress=False
         )
         predicted = referee.predict(output.images.flatten(1).numpy())
         row = {

@@ -35,7 +35,7 @@ from jdcl.trainer import train_jdcl
 
 
 # Flags that are booleans in the config but read as switches (`--use_ema`, `--no_distillation`, ...).
-NEGATABLE_FLAGS = {"use_ema", "augment", "ema_warmup", "show_progress", "joint_modelling"}
+NEGATABLE_FLAGS = {"use_ema", "augment", "ema_warmup", "show_progress"}
 
 
 def _flag_type(annotation):

@@ -176,90 +176,6 @@ def test_pipeline_rejects_a_checkpoint_of_another_model(tmp_path):
         JDCLPipeline.from_pretrained(tmp_path)
 
 
-def test_rehearsal_meets_quotas_and_labels_with_own_classifier(pipe):
-    output = pipe.generate_rehearsal(
-        classes=[0, 1, 2], samples_per_class=4, batch_size=8, num_inference_steps=2, generator=torch.manual_seed(0)
-    )
-    assert output.images.shape == (12, 1, 16, 16)
-    assert output.labels.tolist().count(0) == output.labels.tolist().count(1) == output.labels.tolist().count(2) == 4
-    assert output.num_generated >= 12 - output.num_filled
-    assert output.num_generated <= 24
-    assert output.images.min() >= -1 and output.images.max() <= 1
-    # Kept (not filled) samples carry the label the model's own classifier gives among `classes`.
-    predicted = pipe.masked_logits(output.images, [0, 1, 2]).argmax(-1)
-    agreement = (predicted == output.labels).float().mean()
-    assert agreement >= (12 - output.num_filled) / 12 - 1e-6
-
-
-def test_rehearsal_guided_sampler_and_per_class_quotas(pipe):
-    output = pipe.generate_rehearsal(
-        classes=[1, 3],
-        samples_per_class={1: 3, 3: 2},
-        batch_size=4,
-        num_inference_steps=2,
-        sampler="guided",
-        guidance_scale=10.0,
-        generator=torch.manual_seed(0),
-    )
-    assert output.labels.tolist().count(1) == 3 and output.labels.tolist().count(3) == 2
-
-
-def test_rehearsal_fill_rule_when_sampling_budget_is_exhausted(pipe):
-    # A budget of 1x the quota with a random model leaves classes short: they get filled to the exact quota.
-    output = pipe.generate_rehearsal(
-        classes=[0, 1, 2, 3], samples_per_class=5, batch_size=20, num_inference_steps=1, max_sampling_factor=1.0
-    )
-    assert output.num_generated == 20
-    assert output.num_filled > 0
-    assert torch.bincount(output.labels, minlength=4).tolist() == [5, 5, 5, 5]
-
-
-def test_rehearsal_confident_selection_keeps_the_most_confident_samples():
-    pipe = tiny_pipeline()
-
-    def draw_18() -> torch.Tensor:
-        generator = torch.manual_seed(4)
-        return torch.cat(
-            [pipe.sample_images(6, num_inference_steps=2, generator=generator, show_progress=False) for _ in range(3)]
-        )
-
-    # An untrained head calls every sample one class; shift its bias so that the 18 draws split between 0 and 1.
-    with torch.no_grad():
-        logits = pipe.masked_logits(draw_18(), [0, 1])
-        pipe.unet.classifier.linear_2.bias[0] += (logits[:, 1] - logits[:, 0]).median() + 1e-4
-
-    kwargs = {"batch_size": 6, "num_inference_steps": 2, "max_sampling_factor": 3.0}
-    output = pipe.generate_rehearsal(
-        classes=[0, 1], samples_per_class=3, selection="confident", generator=torch.manual_seed(4), **kwargs
-    )
-    # The whole budget is drawn, whatever the quotas: 3 x (2 classes x 3).
-    assert output.num_generated == 18
-    assert torch.bincount(output.labels, minlength=2).tolist() == [3, 3]
-
-    # The same 18 samples again, from the same generator: each class keeps its most confident ones.
-    drawn = draw_18()
-    confidences, labels = pipe.masked_logits(drawn, [0, 1]).softmax(-1).max(-1)
-    for class_index in (0, 1):
-        mine = labels == class_index
-        kept = output.images[output.labels == class_index]
-        # Both classes have more candidates than their quota, so the choice is really made.
-        assert int(mine.sum()) > 3
-        best = drawn[mine][confidences[mine].argsort(descending=True)[:3]]
-        torch.testing.assert_close(kept, best)
-    assert output.num_filled == 0
-
-
-def test_rehearsal_errors(pipe):
-    with pytest.raises(ValueError, match="sampler"):
-        pipe.generate_rehearsal([0], 1, sampler="magic")
-    with pytest.raises(ValueError, match="selection"):
-        pipe.generate_rehearsal([0], 1, selection="best")
-    with pytest.raises(ValueError, match="repeated"):
-        pipe.generate_rehearsal([0, 0], 1)
-    with pytest.raises(ValueError, match="Unknown classes"):
-        pipe.generate_rehearsal([5], 1)
-
-
 def test_save_and_from_pretrained_round_trip(pipe, tmp_path):
     pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
@@ -298,13 +214,8 @@ def test_from_pretrained_by_repo_id_and_revision_from_offline_cache(tmp_path, mo
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_guided_sampling_and_rehearsal_on_cuda_take_labels_from_the_cpu():
-    # The rehearsal quotas build their target labels on the CPU; sampling must move them to the model's device.
+def test_guided_sampling_on_cuda_takes_labels_from_the_cpu():
     pipe = tiny_pipeline().to("cuda")
     generator = torch.Generator(device="cuda").manual_seed(0)
     images = pipe(class_labels=[0, 3], num_inference_steps=2, generator=generator, output_type="pt").images
     assert images.shape == (2, 1, 16, 16) and torch.isfinite(images).all()
-    rehearsal = pipe.generate_rehearsal(
-        classes=[0, 1], samples_per_class=3, batch_size=4, num_inference_steps=2, sampler="guided", generator=generator
-    )
-    assert sorted(rehearsal.labels.tolist()) == [0, 0, 0, 1, 1, 1]

@@ -3,13 +3,12 @@
 __version__ = "0.1.0"
 
 from .models import JointUNet2DModel, JointUNet2DOutput
-from .pipelines import JDCLClassificationOutput, JDCLPipeline, JDCLRehearsalOutput
+from .pipelines import JDCLClassificationOutput, JDCLPipeline
 
 
 __all__ = [
     "JDCLClassificationOutput",
     "JDCLPipeline",
-    "JDCLRehearsalOutput",
     "JointUNet2DModel",
     "JointUNet2DOutput",
 ]

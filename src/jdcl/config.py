@@ -10,7 +10,6 @@ from typing import Any
 import yaml
 
 
-STRATEGIES = ("jdcl", "finetune", "cumulative")
 LOCAL_INITS = ("global", "scratch")
 REPLAY_SAMPLERS = ("label", "guided")
 REPLAY_SELECTIONS = ("first", "confident")
@@ -97,15 +96,14 @@ class JDCLTrainingConfig:
         ema_warmup (`bool`): Ramp the decay up as `1 - (1 + step) ** -ema_power` (for short runs).
         ema_power (`float`): Exponent of the EMA warm-up.
         augment (`bool`): Use the paper's two augmented views; plain images for both when `False`.
-        strategy (`str`): "jdcl", "finetune" (new task's real data only, the lower bound) or "cumulative" (all real
-            data seen so far, the upper bound).
+        strategy (`str`): The method, a registered [`ContinualStrategy`]: "jdcl"; "finetune" (new task's real data
+            only, the lower bound); "cumulative" (all real data seen so far, the upper bound); "single_stage" (one
+            stage per task on new real data plus generated old data, distilled from the previous model); "separate"
+            (the paper's "without joint modelling" ablation: a diffusion-only generator and a separate classifier of
+            the same architecture, twice the training compute).
         local_init (`str`): "global" (the paper's text: the local model starts from the previous global model) or
             "scratch" (the authors' CIFAR scripts).
-        no_distillation (`bool`): Ablation: the global stage learns generated data with plain joint losses.
-        single_stage (`bool`): Ablation: one stage per task on new real data plus generated old data, with
-            distillation from the previous model.
-        joint_modelling (`bool`): `False` is the paper's "without joint modelling" ablation: a diffusion-only
-            generator and a separate classifier of the same architecture (twice the training compute).
+        no_distillation (`bool`): Ablation of "jdcl" and "single_stage": plain joint losses instead of distillation.
         replay_samples_per_class (`int`): Rehearsal quota per class.
         replay_inference_steps (`int`): DDIM steps per rehearsal sample.
         replay_batch_size (`int`): Rehearsal samples generated at once, per process.
@@ -174,8 +172,6 @@ class JDCLTrainingConfig:
     strategy: str = "jdcl"
     local_init: str = "global"
     no_distillation: bool = False
-    single_stage: bool = False
-    joint_modelling: bool = True
     replay_samples_per_class: int = 100
     replay_inference_steps: int = 20
     replay_batch_size: int = 256
@@ -203,8 +199,10 @@ class JDCLTrainingConfig:
 
     def validate(self) -> None:
         """Checks every value that can be checked before any data is loaded; raises `ValueError` naming the fix."""
+        from .strategies import STRATEGIES
+
         choices = {
-            "strategy": STRATEGIES,
+            "strategy": sorted(STRATEGIES),
             "local_init": LOCAL_INITS,
             "replay_sampler": REPLAY_SAMPLERS,
             "replay_selection": REPLAY_SELECTIONS,
@@ -236,13 +234,7 @@ class JDCLTrainingConfig:
             raise ValueError(f"`learning_rate` must be positive, got {self.learning_rate}.")
         if not 0 < self.beta_start < self.beta_end < 1:
             raise ValueError(f"Need 0 < beta_start < beta_end < 1, got {self.beta_start} and {self.beta_end}.")
-        if self.strategy != "jdcl" and (self.no_distillation or self.single_stage or not self.joint_modelling):
-            raise ValueError(
-                f"`--no_distillation`, `--single_stage` and `--no-joint_modelling` are ablations of JDCL; they do not apply to "
-                f"`--strategy {self.strategy}`. Use `--strategy jdcl`."
-            )
-        if not self.joint_modelling and (self.single_stage or self.no_distillation):
-            raise ValueError("`--no-joint_modelling` is an ablation of its own; run it without the other ablations.")
+        STRATEGIES[self.strategy].check_config(self)
         if self.dataset_name is not None and self.train_data_dir is not None:
             raise ValueError("Pass either `--dataset_name` or `--train_data_dir`, not both.")
         if self.push_to_hub and self.hub_token is not None and self.logger in ("wandb", "all"):
@@ -274,6 +266,7 @@ class JDCLTrainingConfig:
             values (`Mapping[str, Any]`): Field values.
             source (`str`, *optional*, defaults to `"the configuration"`): Where the values come from, for errors.
         """
+        values = normalize_legacy_keys(values)
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
             raise ValueError(
@@ -296,6 +289,7 @@ class JDCLTrainingConfig:
         values = yaml.safe_load(path.read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"Config file {path} must hold a mapping of keys to values.")
+        values = normalize_legacy_keys(values)
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
             raise ValueError(
@@ -321,6 +315,30 @@ class JDCLTrainingConfig:
         # Resolved: what `None` stands for has changed before, and an identity must say what the run trains.
         identity["first_task_train_steps"] = self.total_first_task_steps
         return identity
+
+
+def normalize_legacy_keys(values: Mapping[str, Any]) -> dict[str, Any]:
+    r"""
+    Configuration values in today's keys: before methods were strategies, two ablations of "jdcl" were flags
+    (`single_stage: true` is now `strategy: single_stage`, `joint_modelling: false` is `strategy: separate`).
+
+    Args:
+        values (`Mapping[str, Any]`): Configuration values (a preset, a recorded `run_config.json` identity).
+    """
+    values = dict(values)
+    single_stage = values.pop("single_stage", False)
+    joint_modelling = values.pop("joint_modelling", True)
+    if single_stage and not joint_modelling:
+        raise ValueError("`single_stage` and `joint_modelling: false` cannot be combined; use one `strategy`.")
+    if (single_stage or not joint_modelling) and values.get("strategy", "jdcl") != "jdcl":
+        raise ValueError(
+            f"`single_stage` and `joint_modelling` were ablations of `strategy: jdcl`, not of {values['strategy']!r}."
+        )
+    if single_stage:
+        values["strategy"] = "single_stage"
+    elif not joint_modelling:
+        values["strategy"] = "separate"
+    return values
 
 
 def _allowed_unet_config_keys() -> set[str]:

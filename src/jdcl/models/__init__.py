@@ -1,4 +1,18 @@
-from .joint_unet_2d import JointClassifierHead, JointUNet2DEncoderOutput, JointUNet2DModel, JointUNet2DOutput
+from .joint_unet_2d import (
+    JointClassifierHead,
+    JointUNet2DEncoderOutput,
+    JointUNet2DModel,
+    JointUNet2DOutput,
+    class_mask,
+    mask_logits,
+)
 
 
-__all__ = ["JointClassifierHead", "JointUNet2DEncoderOutput", "JointUNet2DModel", "JointUNet2DOutput"]
+__all__ = [
+    "JointClassifierHead",
+    "JointUNet2DEncoderOutput",
+    "JointUNet2DModel",
+    "JointUNet2DOutput",
+    "class_mask",
+    "mask_logits",
+]

@@ -11,6 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -510,3 +511,40 @@ class JointUNet2DModel(UNet2DModel):
         if not return_dict:
             return (noise_pred, logits)
         return JointUNet2DOutput(sample=noise_pred, logits=logits)
+
+
+def class_mask(classes: Sequence[int], num_classes: int, device: torch.device | str | None = None) -> torch.Tensor:
+    r"""
+    A boolean mask over a head of `num_classes` that is `True` on `classes`; refuses classes outside the head.
+
+    Args:
+        classes (`Sequence[int]`): The allowed class indices (for example the classes seen so far).
+        num_classes (`int`): The size of the head.
+        device (`torch.device`, *optional*): Where the mask lives.
+    """
+    classes = [int(class_index) for class_index in classes]
+    if len(classes) == 0:
+        raise ValueError("`classes` is empty; pass the classes to predict among, or None for all classes.")
+    unknown = sorted({class_index for class_index in classes if not 0 <= class_index < num_classes})
+    if unknown:
+        raise ValueError(
+            f"Unknown classes {unknown}: this model has classes 0..{num_classes - 1}. Pass class indices in range."
+        )
+    mask = torch.zeros(num_classes, dtype=torch.bool, device=device)
+    mask[classes] = True
+    return mask
+
+
+def mask_logits(logits: torch.Tensor, classes: Sequence[int] | None) -> torch.Tensor:
+    r"""
+    Logits with every class outside `classes` set to `-inf`: the single head of class-incremental learning, which
+    predicts among the classes seen so far only. The one place where jdcl masks classes (evaluation, rehearsal
+    labelling, guidance and the pipeline's `classify`).
+
+    Args:
+        logits (`torch.Tensor` of shape `(batch, num_classes)`): Logits over the whole head.
+        classes (`Sequence[int]`, *optional*): The allowed classes; `logits` unchanged when `None`.
+    """
+    if classes is None:
+        return logits
+    return logits.masked_fill(~class_mask(classes, logits.shape[-1], logits.device), float("-inf"))

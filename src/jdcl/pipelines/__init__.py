@@ -1,4 +1,4 @@
-from .pipeline_jdcl import JDCLClassificationOutput, JDCLPipeline, JDCLRehearsalOutput
+from .pipeline_jdcl import JDCLClassificationOutput, JDCLPipeline
 
 
-__all__ = ["JDCLClassificationOutput", "JDCLPipeline", "JDCLRehearsalOutput"]
+__all__ = ["JDCLClassificationOutput", "JDCLPipeline"]

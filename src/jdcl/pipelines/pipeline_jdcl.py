@@ -25,7 +25,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..models.joint_unet_2d import JointUNet2DModel
+from ..models.joint_unet_2d import JointUNet2DModel, class_mask, mask_logits
 
 
 logger = logging.get_logger(__name__)
@@ -39,31 +39,15 @@ class JDCLClassificationOutput(BaseOutput):
     The output of [`JDCLPipeline.classify`].
 
     Args:
-        labels (`torch.Tensor` of shape `(batch_size,)`): The predicted class of each image.
+        labels (`torch.Tensor` of shape `(batch_size,)`): The predicted class index of each image.
         probabilities (`torch.Tensor` of shape `(batch_size, num_classes)`):
             Class probabilities; classes outside `classes` get probability 0.
+        label_names (`list[str]`): The name of each predicted class.
     """
 
     labels: torch.Tensor
     probabilities: torch.Tensor
-
-
-@dataclass
-class JDCLRehearsalOutput(BaseOutput):
-    """
-    The output of [`JDCLPipeline.generate_rehearsal`].
-
-    Args:
-        images (`torch.Tensor` of shape `(num_samples, channels, height, width)`): Rehearsal images in [-1, 1].
-        labels (`torch.Tensor` of shape `(num_samples,)`): The label of each image, given by the model's own classifier.
-        num_generated (`int`): How many samples were generated in all, kept or not.
-        num_filled (`int`): How many images are flipped/cropped copies that filled classes still short.
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    num_generated: int
-    num_filled: int
+    label_names: list[str]
 
 
 class JDCLPipeline(DiffusionPipeline):
@@ -77,29 +61,78 @@ class JDCLPipeline(DiffusionPipeline):
     Class-conditional sampling needs no class embedding: it is guided by the model's own classifier, read on the
     predicted clean image at every step.
 
+    A pipeline saved after a task of a continual run knows its classes: their names, the order in which they were
+    learned, which of them the model has seen, and after which task it was saved. `classify` then predicts among the
+    seen classes, and `class_labels` may be names. Checkpoints without that record load too; they treat every class
+    as seen.
+
     Parameters:
         unet ([`JointUNet2DModel`]):
             The joint diffusion model and classifier.
         scheduler ([`SchedulerMixin`]):
             A scheduler to denoise the images, e.g. [`DDIMScheduler`] or [`DDPMScheduler`]. Guidance needs one with
             `alphas_cumprod`.
+        class_names (`list[str]`, *optional*, defaults to `None`):
+            The name of every class of the head, indexed by class index; `"0"`, `"1"`, ... when `None`.
+        class_order (`list[int]`, *optional*, defaults to `None`): The order in which the run learns the classes.
+        seen_classes (`list[int]`, *optional*, defaults to `None`):
+            The classes the model has been trained on; every class when `None`.
+        task_index (`int`, *optional*, defaults to `None`): After which task (1-based, the K of `task-K`) it was saved.
+        num_tasks (`int`, *optional*, defaults to `None`): The number of tasks of the run.
     """
 
     model_cpu_offload_seq = "unet"
 
-    def __init__(self, unet: JointUNet2DModel, scheduler: SchedulerMixin):
+    def __init__(
+        self,
+        unet: JointUNet2DModel,
+        scheduler: SchedulerMixin,
+        class_names: list[str] | None = None,
+        class_order: list[int] | None = None,
+        seen_classes: list[int] | None = None,
+        task_index: int | None = None,
+        num_tasks: int | None = None,
+    ):
         super().__init__()
         if not isinstance(unet, JointUNet2DModel):
             raise ValueError(
                 f"JDCLPipeline needs a `JointUNet2DModel`, got `{type(unet).__name__}`. This checkpoint holds another "
                 "model; load a JDCL checkpoint (its `unet/config.json` has `_class_name: JointUNet2DModel`)."
             )
+        num_classes = unet.config.num_classes
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"`class_names` has {len(class_names)} names but the model has {num_classes} classes; pass one name "
+                "per class, indexed by class index."
+            )
+        for classes in (class_order, seen_classes):
+            if classes is not None:
+                class_mask(classes, num_classes)
         self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_to_config(
+            class_names=None if class_names is None else [str(name) for name in class_names],
+            class_order=None if class_order is None else [int(c) for c in class_order],
+            seen_classes=None if seen_classes is None else [int(c) for c in seen_classes],
+            task_index=task_index,
+            num_tasks=num_tasks,
+        )
         self.image_processor = VaeImageProcessor(do_resize=False, do_normalize=True)
 
     @property
     def num_classes(self) -> int:
         return self.unet.config.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        """`list[str]`: The name of every class, indexed by class index."""
+        names = self.config.get("class_names")
+        return list(names) if names is not None else [str(index) for index in range(self.num_classes)]
+
+    @property
+    def seen_classes(self) -> list[int]:
+        """`list[int]`: The classes the model has been trained on (every class for a checkpoint without a record)."""
+        seen = self.config.get("seen_classes")
+        return list(seen) if seen is not None else list(range(self.num_classes))
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -109,60 +142,73 @@ class JDCLPipeline(DiffusionPipeline):
         height, width = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
         return (self.unet.config.in_channels, height, width)
 
-    def _class_mask(self, classes: Sequence[int] | None, device: torch.device) -> torch.Tensor | None:
-        if classes is None:
-            return None
-        classes = [int(class_index) for class_index in classes]
-        if len(classes) == 0:
-            raise ValueError("`classes` is empty; pass the classes to predict among, or None for all classes.")
-        unknown = sorted({class_index for class_index in classes if not 0 <= class_index < self.num_classes})
-        if unknown:
-            raise ValueError(
-                f"Unknown classes {unknown}: this model has classes 0..{self.num_classes - 1}. Pass class indices in range."
-            )
-        mask = torch.zeros(self.num_classes, dtype=torch.bool, device=device)
-        mask[classes] = True
-        return mask
+    def class_indices(
+        self, classes: int | str | Sequence[int | str], argument: str = "classes", seen_only: bool = True
+    ) -> list[int]:
+        r"""
+        Class indices of classes given by index or by name; refuses unknown classes and, with `seen_only`, classes
+        the model has not been trained on.
 
-    def masked_logits(
-        self,
-        images: torch.Tensor,
-        classes: Sequence[int] | None = None,
-        classifier: JointUNet2DModel | None = None,
-    ) -> torch.Tensor:
+        Args:
+            classes (`int`, `str` or a sequence of them): Class indices or names.
+            argument (`str`, *optional*, defaults to `"classes"`): The argument's name, for the error message.
+            seen_only (`bool`, *optional*, defaults to `True`): Whether to refuse classes the model has not seen.
+        """
+        if isinstance(classes, (int, str)):
+            classes = [classes]
+        names = self.class_names
+        indices = []
+        for value in classes:
+            if isinstance(value, str) and value in names:
+                indices.append(names.index(value))
+            elif isinstance(value, str):
+                raise ValueError(f"Unknown class {value!r} in `{argument}`: this model's classes are {names}.")
+            elif isinstance(value, bool) or int(value) != value:
+                raise ValueError(f"`{argument}` must hold class indices or names, got {value!r}.")
+            else:
+                indices.append(int(value))
+        class_mask(indices, self.num_classes)
+        unseen = sorted(set(indices) - set(self.seen_classes))
+        if seen_only and unseen:
+            seen = [names[c] for c in self.seen_classes]
+            raise ValueError(
+                f"`{argument}` asks for classes {[names[c] for c in unseen]} that this model has not seen (it was "
+                f"trained on {seen}); pass seen classes, or load the checkpoint of a later task."
+            )
+        return indices
+
+    def masked_logits(self, images: torch.Tensor, classes: Sequence[int] | None = None) -> torch.Tensor:
         r"""
         The model's logits for clean images in [-1, 1], with classes outside `classes` set to `-inf`.
 
         Args:
             images (`torch.Tensor`): Images in [-1, 1] of shape `(batch, channels, height, width)`.
             classes (`Sequence[int]`, *optional*, defaults to `None`): The classes to predict among; all when `None`.
-            classifier ([`JointUNet2DModel`], *optional*, defaults to `None`):
-                Another model to classify with; the pipeline's own `unet` when `None`.
 
         Returns:
             `torch.Tensor` of shape `(batch, num_classes)`.
         """
-        classifier = self.unet if classifier is None else classifier
-        logits = classifier.classify(images.to(device=classifier.device, dtype=classifier.dtype)).float()
-        mask = self._class_mask(classes, logits.device)
-        if mask is not None:
-            logits = logits.masked_fill(~mask, float("-inf"))
-        return logits
+        logits = self.unet.classify(images.to(device=self.unet.device, dtype=self.unet.dtype)).float()
+        return mask_logits(logits, classes)
 
-    def _labels_tensor(self, class_labels: int | Sequence[int] | torch.Tensor, batch_size: int) -> torch.Tensor:
-        if isinstance(class_labels, int):
+    def _labels_tensor(
+        self, class_labels: int | str | Sequence[int | str] | torch.Tensor, batch_size: int
+    ) -> torch.Tensor:
+        if isinstance(class_labels, (int, str)):
             class_labels = [class_labels] * batch_size
-        labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
-        if labels.numel() == 0:
+        if isinstance(class_labels, torch.Tensor):
+            class_labels = class_labels.reshape(-1).tolist()
+        if len(class_labels) == 0:
             raise ValueError(
-                "`class_labels` is empty; pass at least one class index, or None to sample unconditionally."
+                "`class_labels` is empty; pass at least one class index or name, or None to sample unconditionally."
             )
-        if batch_size not in (1, labels.numel()):
+        if batch_size not in (1, len(class_labels)):
             raise ValueError(
-                f"`batch_size` is {batch_size} but {labels.numel()} `class_labels` were given; pass one label per image."
+                f"`batch_size` is {batch_size} but {len(class_labels)} `class_labels` were given; pass one label per "
+                "image."
             )
-        self._class_mask(labels.tolist(), labels.device)
-        return labels.to(self._execution_device)
+        labels = self.class_indices(class_labels, argument="class_labels")
+        return torch.tensor(labels, dtype=torch.long, device=self._execution_device)
 
     def _guided_noise_pred(
         self,
@@ -268,10 +314,10 @@ class JDCLPipeline(DiffusionPipeline):
     def __call__(
         self,
         batch_size: int = 1,
-        class_labels: int | Sequence[int] | torch.Tensor | None = None,
+        class_labels: int | str | Sequence[int | str] | torch.Tensor | None = None,
         num_inference_steps: int = 50,
         guidance_scale: float = 3.0,
-        classes: Sequence[int] | None = None,
+        classes: Sequence[int | str] | None = None,
         eta: float = 0.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
@@ -283,14 +329,15 @@ class JDCLPipeline(DiffusionPipeline):
         Args:
             batch_size (`int`, *optional*, defaults to 1):
                 Number of images to generate; with a list of `class_labels`, their number.
-            class_labels (`int`, `Sequence[int]` or `torch.Tensor`, *optional*, defaults to `None`):
-                Class of each image (one int for all). Sampling is then guided by the model's own classifier.
+            class_labels (`int`, `str`, a sequence of them or `torch.Tensor`, *optional*, defaults to `None`):
+                Class of each image, by index or name (one for all). Sampling is then guided by the model's own
+                classifier. Classes the model has not seen are refused.
             num_inference_steps (`int`, *optional*, defaults to 50):
                 Number of denoising steps. More steps give better images at the cost of slower sampling.
             guidance_scale (`float`, *optional*, defaults to 3.0):
                 Strength of classifier guidance towards `class_labels`; 0 samples unguided. Ignored without labels.
-            classes (`Sequence[int]`, *optional*, defaults to `None`):
-                Classes the guiding classifier chooses among (for example the classes seen so far); all when `None`.
+            classes (`Sequence[int]` or `Sequence[str]`, *optional*, defaults to `None`):
+                Classes the guiding classifier chooses among; the classes the model has seen when `None`.
             eta (`float`, *optional*, defaults to 0.0): DDIM's eta; ignored by schedulers without it.
             generator (`torch.Generator`, *optional*, defaults to `None`):
                 A [`torch.Generator`](https://pytorch.org/docs/stable/generated/torch.Generator.html) to make
@@ -307,9 +354,9 @@ class JDCLPipeline(DiffusionPipeline):
         >>> import jdcl
         >>> from jdcl import JDCLPipeline
 
-        >>> pipe = JDCLPipeline.from_pretrained("path/to/run/task-5")
-        >>> images = pipe(class_labels=[0, 1, 2], num_inference_steps=50).images
-        >>> pipe.classify(images).labels
+        >>> pipe = JDCLPipeline.from_pretrained("path/to/run/task-2")
+        >>> images = pipe(class_labels=["0", "1", "2"], num_inference_steps=50).images
+        >>> pipe.classify(images).label_names
         ```
 
         Returns:
@@ -326,6 +373,7 @@ class JDCLPipeline(DiffusionPipeline):
         if class_labels is not None:
             labels = self._labels_tensor(class_labels, batch_size)
             batch_size = labels.numel()
+        classes = self.seen_classes if classes is None else self.class_indices(classes, seen_only=False)
 
         image = self.sample_images(
             batch_size,
@@ -399,7 +447,7 @@ class JDCLPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def classify(
-        self, images: ImageInput, classes: Sequence[int] | None = None, batch_size: int = 256
+        self, images: ImageInput, classes: Sequence[int | str] | None = None, batch_size: int = 256
     ) -> JDCLClassificationOutput:
         r"""
         Classifies images with the model's own classifier.
@@ -407,206 +455,23 @@ class JDCLPipeline(DiffusionPipeline):
         Args:
             images (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
                 Images in the pipeline's output convention; see [`~JDCLPipeline.preprocess_images`].
-            classes (`Sequence[int]`, *optional*, defaults to `None`):
-                The classes to predict among, e.g. the classes seen so far in a continual run; the others are masked
-                out (probability 0). All classes when `None`.
+            classes (`Sequence[int]` or `Sequence[str]`, *optional*, defaults to `None`):
+                The classes to predict among, by index or name; the others are masked out (probability 0). The
+                classes the model has seen when `None` (every class for a checkpoint that does not record them).
             batch_size (`int`, *optional*, defaults to 256): How many images go through the model at once.
 
         Returns:
-            [`JDCLClassificationOutput`]: `labels` of shape `(batch,)` and `probabilities` of shape
-            `(batch, num_classes)`.
+            [`JDCLClassificationOutput`]: `labels` of shape `(batch,)`, `probabilities` of shape
+            `(batch, num_classes)` and the `label_names`.
         """
+        classes = self.seen_classes if classes is None else self.class_indices(classes, seen_only=False)
         pixel_values = self.preprocess_images(images)
         logits = torch.cat(
             [self.masked_logits(chunk, classes) for chunk in pixel_values.split(batch_size)], dim=0
         ).cpu()
         probabilities = logits.softmax(dim=-1)
-        return JDCLClassificationOutput(labels=probabilities.argmax(dim=-1), probabilities=probabilities)
-
-    def generate_rehearsal(
-        self,
-        classes: Sequence[int],
-        samples_per_class: int | dict[int, int],
-        batch_size: int = 64,
-        num_inference_steps: int = 250,
-        sampler: str = "label",
-        guidance_scale: float = 3.0,
-        max_sampling_factor: float = 2.0,
-        eta: float = 0.0,
-        generator: torch.Generator | None = None,
-        show_progress: bool = True,
-        classifier: JointUNet2DModel | None = None,
-        selection: str = "first",
-    ) -> JDCLRehearsalOutput:
-        r"""
-        Generates labelled rehearsal data for continual learning, as in JDCL: sample in batches, label every sample
-        with the model's own classifier (restricted to `classes`), and keep it while its class is short of its quota.
-
-        Sampling stops when every quota is met or after `max_sampling_factor` times the needed total (with
-        `selection="confident"`, always the latter, keeping each class's most confident samples). A class still
-        short is then filled with randomly flipped and shifted copies of its own kept samples; a class with no kept
-        sample at all is filled with samples guided towards it.
-
-        Args:
-            classes (`Sequence[int]`): The classes to generate (for example the classes of earlier tasks).
-            samples_per_class (`int` or `dict[int, int]`): The quota of every class, or one quota per class.
-            batch_size (`int`, *optional*, defaults to 64): Images sampled at once.
-            num_inference_steps (`int`, *optional*, defaults to 250): Denoising steps per sample.
-            sampler (`str`, *optional*, defaults to `"label"`):
-                `"label"`: unguided samples, labelled and kept (the paper's way). `"guided"`: each batch is guided
-                towards the classes still short (by the model's own classifier), then labelled and kept the same way.
-            guidance_scale (`float`, *optional*, defaults to 3.0): Guidance strength for `sampler="guided"`.
-            max_sampling_factor (`float`, *optional*, defaults to 2.0):
-                Stop sampling after this many times the total quota.
-            eta (`float`, *optional*, defaults to 0.0): DDIM's eta.
-            generator (`torch.Generator`, *optional*, defaults to `None`): Makes generation deterministic.
-            show_progress (`bool`, *optional*, defaults to `True`): Whether to show a progress bar.
-            classifier ([`JointUNet2DModel`], *optional*, defaults to `None`):
-                A separately trained model that labels the samples instead of the pipeline's own classifier (the
-                "without joint modelling" ablation).
-            selection (`str`, *optional*, defaults to `"first"`):
-                `"first"`: keep samples in the order they come, until each quota is met (the paper's way).
-                `"confident"`: always draw `max_sampling_factor` times the total, then keep the samples that the
-                labelling classifier is most confident about, per class. Fewer ambiguous or malformed samples reach
-                the rehearsal set, at the price of the whole sampling budget.
-
-        Returns:
-            [`JDCLRehearsalOutput`]: the images in [-1, 1], their labels, and the sampling counts.
-        """
-        if sampler not in ("label", "guided"):
-            raise ValueError(f"`sampler` must be 'label' or 'guided', got {sampler!r}.")
-        if selection not in ("first", "confident"):
-            raise ValueError(f"`selection` must be 'first' or 'confident', got {selection!r}.")
-        classes = [int(class_index) for class_index in classes]
-        if len(set(classes)) != len(classes):
-            raise ValueError(f"`classes` has repeated entries: {classes}.")
-        self._class_mask(classes, self._execution_device)
-        if isinstance(samples_per_class, int):
-            quotas = dict.fromkeys(classes, samples_per_class)
-        else:
-            quotas = {int(class_index): int(quota) for class_index, quota in samples_per_class.items()}
-            if set(quotas) != set(classes):
-                raise ValueError("`samples_per_class` must give a quota for exactly the classes in `classes`.")
-        if any(quota < 0 for quota in quotas.values()):
-            raise ValueError(f"Quotas must not be negative, got {quotas}.")
-        total_needed = sum(quotas.values())
-        kept_images: dict[int, list[torch.Tensor]] = {class_index: [] for class_index in classes}
-        kept_counts = dict.fromkeys(classes, 0)
-        # "confident" keeps every labelled sample as a candidate, with its confidence, and chooses at the end.
-        candidates: dict[int, list[tuple[float, torch.Tensor]]] = {class_index: [] for class_index in classes}
-        num_generated = 0
-        max_generated = int(max_sampling_factor * total_needed)
-
-        def still_sampling() -> bool:
-            if num_generated >= max_generated:
-                return False
-            return selection == "confident" or any(kept_counts[c] < quotas[c] for c in classes)
-
-        progress = None
-        if show_progress:
-            progress = self.progress_bar(total=max_generated if selection == "confident" else total_needed)
-        while still_sampling():
-            current_batch = min(batch_size, max_generated - num_generated)
-            class_labels = None
-            if sampler == "guided":
-                class_labels = self._targets_for_short_classes(quotas, kept_counts, current_batch)
-            images = self.sample_images(
-                current_batch,
-                class_labels=class_labels,
-                num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,
-                classes=classes,
-                eta=eta,
-                generator=generator,
-                show_progress=False,
-            )
-            num_generated += current_batch
-            with torch.no_grad():
-                confidences, labels = self.masked_logits(images, classes, classifier).softmax(dim=-1).max(dim=-1)
-            for image, label, confidence in zip(images, labels.tolist(), confidences.tolist()):
-                if selection == "confident":
-                    candidates[label].append((confidence, image))
-                    kept_counts[label] = min(quotas[label], kept_counts[label] + 1)
-                elif kept_counts[label] < quotas[label]:
-                    kept_images[label].append(image)
-                    kept_counts[label] += 1
-                    if progress is not None:
-                        progress.update(1)
-            if selection == "confident" and progress is not None:
-                progress.update(current_batch)
-        if progress is not None:
-            progress.close()
-        if selection == "confident":
-            for class_index in classes:
-                ranked = sorted(candidates[class_index], key=lambda candidate: -candidate[0])
-                kept_images[class_index] = [image for _, image in ranked[: quotas[class_index]]]
-
-        num_filled = 0
-        for class_index in classes:
-            missing = quotas[class_index] - kept_counts[class_index]
-            if missing <= 0:
-                continue
-            if kept_counts[class_index] == 0:
-                logger.warning(
-                    f"Class {class_index}: none of {num_generated} samples was labelled as it; filling its quota of "
-                    f"{missing} with samples guided towards it."
-                )
-                fill = self.sample_images(
-                    missing,
-                    class_labels=torch.full((missing,), class_index, device=self._execution_device),
-                    num_inference_steps=num_inference_steps,
-                    guidance_scale=max(guidance_scale, 1.0),
-                    classes=classes,
-                    eta=eta,
-                    generator=generator,
-                    show_progress=False,
-                )
-            else:
-                fill = self._flip_and_shift(torch.stack(kept_images[class_index]), missing, generator)
-            kept_images[class_index].extend(fill)
-            num_filled += missing
-
-        images = [image for class_index in classes for image in kept_images[class_index]]
-        labels = [class_index for class_index in classes for _ in kept_images[class_index]]
-        channels, height, width = self.image_shape
-        return JDCLRehearsalOutput(
-            images=torch.stack(images) if images else torch.empty(0, channels, height, width),
-            labels=torch.tensor(labels, dtype=torch.long),
-            num_generated=num_generated,
-            num_filled=num_filled,
+        labels = probabilities.argmax(dim=-1)
+        names = self.class_names
+        return JDCLClassificationOutput(
+            labels=labels, probabilities=probabilities, label_names=[names[label] for label in labels.tolist()]
         )
-
-    @staticmethod
-    def _targets_for_short_classes(
-        quotas: dict[int, int], kept_counts: dict[int, int], batch_size: int
-    ) -> torch.Tensor:
-        # Spread the batch over the classes still short, in proportion to what each still needs.
-        missing = {c: quotas[c] - kept_counts[c] for c in quotas if kept_counts[c] < quotas[c]}
-        if not missing:
-            # Every quota is met but sampling goes on (confident selection): guide towards all classes by quota.
-            missing = {c: quota for c, quota in quotas.items() if quota > 0}
-        total_missing = sum(missing.values())
-        targets = []
-        for class_index, count in missing.items():
-            targets += [class_index] * max(1, round(batch_size * count / total_missing))
-        targets = (targets * (batch_size // len(targets) + 1))[:batch_size]
-        return torch.tensor(targets, dtype=torch.long)
-
-    @staticmethod
-    def _flip_and_shift(images: torch.Tensor, count: int, generator: torch.Generator | None) -> list[torch.Tensor]:
-        # The paper's fill rule for a class still short after sampling: flipped / cropped copies of its own samples.
-        height, width = images.shape[-2:]
-        padding = max(1, height // 8)
-        cpu_generator = None
-        if generator is not None:
-            seed = torch.randint(0, 2**31, (1,), generator=generator, device=generator.device)
-            cpu_generator = torch.Generator().manual_seed(int(seed))
-        sources = torch.randint(0, images.shape[0], (count,), generator=cpu_generator).tolist()
-        flips = torch.rand(count, generator=cpu_generator).lt(0.5).tolist()
-        offsets = torch.randint(0, 2 * padding + 1, (count, 2), generator=cpu_generator).tolist()
-        padded = F.pad(images, (padding, padding, padding, padding), mode="replicate")
-        copies = []
-        for source, flip, (top, left) in zip(sources, flips, offsets):
-            copy = padded[source, :, top : top + height, left : left + width]
-            copies.append(copy.flip(-1) if flip else copy)
-        return copies

@@ -1,0 +1,122 @@
+"""A run's output folder: who may write into it, and everything it holds, each written atomically.
+
+<output_dir>/
+  run_config.json          the run's identity and configuration (a folder holds one run)
+  metrics.json             the accuracy matrix and its summaries, stage times, rehearsal counts
+  accuracy_matrix.png      the heatmap, redrawn after every task
+  samples/task-K.png       per-class sample grids
+  task-K/                  the pipeline after task K (model_index.json, unet/, scheduler/, README.md)
+  state/task-K/            what a resumed run reuses (a local model, the rehearsal set, a generator)
+  checkpoints/task-K-S/    accelerate checkpoints of stage S, removed once task K is saved
+  logs/                    tensorboard
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import PIL.Image
+
+from .atomic import atomic_directory, write_json
+from .config import normalize_legacy_keys
+from .metrics import AccuracyMatrix
+from .pipelines.pipeline_jdcl import JDCLPipeline
+from .plotting import plot_accuracy_matrix, save_image_atomically
+
+
+RUN_CONFIG_NAME = "run_config.json"
+METRICS_NAME = "metrics.json"
+
+
+class RunFolder:
+    r"""
+    The paths of a run's output folder, and the writes and checks that keep it consistent.
+
+    Args:
+        output_dir (`str` or `Path`): The run's `--output_dir`.
+    """
+
+    def __init__(self, output_dir: str | Path):
+        self.path = Path(output_dir)
+        self.state_dir = self.path / "state"
+        self.checkpoint_dir = self.path / "checkpoints"
+
+    def task_dir(self, task_index: int) -> Path:
+        """The pipeline folder of a task (from 0): `task-K`, K from 1."""
+        return self.path / f"task-{task_index + 1}"
+
+    def has_task(self, task_index: int) -> bool:
+        return (self.task_dir(task_index) / "model_index.json").is_file()
+
+    def check(self, identity: dict, resume: bool) -> None:
+        r"""
+        Refuses a folder that holds another run, or this run without `--resume_from_checkpoint`.
+
+        Args:
+            identity (`dict`): What defines the experiment (see [`JDCLTrainingConfig.run_identity`]).
+            resume (`bool`): Whether the run continues what the folder holds.
+        """
+        run_config_path = self.path / RUN_CONFIG_NAME
+        if run_config_path.exists():
+            previous = json.loads(run_config_path.read_text()).get("identity") or {}
+            previous = normalize_legacy_keys(previous)
+            if previous != identity:
+                changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+                raise ValueError(
+                    f"{self.path} holds a run of another configuration (differs in {changed}). Choose another "
+                    "--output_dir, or remove that folder."
+                )
+            if not resume:
+                raise ValueError(
+                    f"{self.path} already holds this run. Pass --resume_from_checkpoint latest to continue it, "
+                    "or choose another --output_dir."
+                )
+        elif self.path.exists() and any(self.path.glob("task-*")):
+            raise ValueError(
+                f"{self.path} holds task folders but no {RUN_CONFIG_NAME}; it is not a jdcl run of this "
+                "configuration. Choose another --output_dir."
+            )
+
+    def write_run_config(self, identity: dict, config: dict) -> None:
+        """Claims the folder for this run (once: a resumed run keeps the first record)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not (self.path / RUN_CONFIG_NAME).exists():
+            write_json({"identity": identity, "config": config}, self.path / RUN_CONFIG_NAME)
+
+    def load_metrics(self, resume: bool) -> dict:
+        """What `metrics.json` holds when resuming, else an empty record."""
+        path = self.path / METRICS_NAME
+        metrics = json.loads(path.read_text()) if resume and path.exists() else {}
+        for key, empty in (("accuracy_matrix", []), ("accuracy_seen", []), ("stage_seconds", {}), ("rehearsal", {})):
+            metrics.setdefault(key, empty)
+        return metrics
+
+    def write_metrics(self, metrics: dict, accuracy_matrix: AccuracyMatrix, title: str) -> None:
+        """Writes `metrics.json` and redraws the accuracy-matrix heatmap."""
+        write_json(metrics, self.path / METRICS_NAME)
+        plot_accuracy_matrix(accuracy_matrix.to_list(), self.path / "accuracy_matrix.png", title=title)
+
+    def save_task(self, task_index: int, pipeline: JDCLPipeline, grid: PIL.Image.Image | None, model_card) -> Path:
+        r"""
+        Writes the pipeline of a task with its model card and sample grid, as one atomic folder.
+
+        Args:
+            task_index (`int`): The task, from 0.
+            pipeline ([`JDCLPipeline`]): The model after the task, with its classes recorded.
+            grid (`PIL.Image.Image`, *optional*): The per-class sample grid.
+            model_card (`huggingface_hub.ModelCard`): The task's model card.
+        """
+        task_dir = self.task_dir(task_index)
+        with atomic_directory(task_dir) as temporary:
+            pipeline.save_pretrained(temporary)
+            if grid is not None:
+                save_image_atomically(grid, temporary / "samples.png")
+            model_card.save(str(temporary / "README.md"))
+        if grid is not None:
+            save_image_atomically(grid, self.path / "samples" / f"{task_dir.name}.png")
+        return task_dir
+
+    def remove_stage_checkpoints(self, task_index: int) -> None:
+        """Once a task is saved, its stages' checkpoints are no longer needed to resume."""
+        for stage_checkpoints in self.checkpoint_dir.glob(f"{self.task_dir(task_index).name}-*"):
+            shutil.rmtree(stage_checkpoints, ignore_errors=True)

@@ -1,0 +1,410 @@
+"""One training stage: a model, its data, a number of steps and an objective in; the trained (EMA) model out.
+
+The stage runner owns what every stage of every method shares: accelerate preparation, the optimizer, EMA, seeded
+batches, augmentation and noise, checkpoints and their resume, progress bars and logging.
+"""
+
+import copy
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from diffusers import DDPMScheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from .atomic import replace_directory, write_json
+from .augment import TwoViewAugmentation
+from .data import TensorData
+from .models.joint_unet_2d import JointUNet2DModel
+from .objectives import DistillationObjective, JointObjective, StageOutputs, stage_outputs
+from .rehearsal import RehearsalSet
+
+
+logger = logging.getLogger(__name__)
+
+Objective = JointObjective | DistillationObjective
+
+
+@dataclass(frozen=True)
+class Stage:
+    r"""
+    A kind of training stage of a method.
+
+    Args:
+        name (`str`): Its name in logs, checkpoint folders and `metrics.json` (`"local"`, `"global"`, ...).
+        seed_id (`int`): Enters the seed of its batches, so that two stages of one task never share their noise.
+            Every stage of a method needs its own.
+    """
+
+    name: str
+    seed_id: int
+
+
+LOCAL = Stage("local", 1)
+GLOBAL = Stage("global", 2)
+
+
+@dataclass
+class StageBatch:
+    r"""
+    A training batch.
+
+    Args:
+        images (`torch.Tensor`): `(B, C, H, W)` float in [-1, 1], on the device.
+        labels (`torch.Tensor`): `(B,)`.
+        is_old (`torch.Tensor`): `(B,)` bool; whether each sample is rehearsal of a class of an earlier task.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    is_old: torch.Tensor
+
+
+class StageData:
+    r"""
+    The data one stage samples from, uniformly: real images and/or generated rehearsal.
+
+    Real images stay uint8 until a batch is on the device. Batches are drawn from a generator seeded by the step, so
+    a resumed stage sees exactly the batches the killed one would have seen, with no data-loader state to save.
+
+    Args:
+        real ([`TensorData`], *optional*): Real training images of the stage's classes.
+        rehearsal ([`RehearsalSet`], *optional*): Generated images.
+    """
+
+    def __init__(self, real: TensorData | None = None, rehearsal: RehearsalSet | None = None):
+        real = real if real is not None and len(real) else None
+        rehearsal = rehearsal if rehearsal is not None and len(rehearsal) else None
+        if real is None and rehearsal is None:
+            raise ValueError("A training stage has no data: the task has no examples and no rehearsal was generated.")
+        self.real_images = real.images if real is not None else None
+        self.rehearsal_images = rehearsal.images.float() if rehearsal is not None else None
+        self.num_real = len(real) if real is not None else 0
+        labels = [part.labels for part in (real, rehearsal) if part is not None]
+        is_old = [torch.zeros(self.num_real, dtype=torch.bool)] + ([rehearsal.is_old] if rehearsal is not None else [])
+        self.labels = torch.cat(labels)
+        self.is_old = torch.cat(is_old)
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+    def sample(self, batch_size: int, generator: torch.Generator, device: torch.device) -> StageBatch:
+        indices = torch.randint(0, len(self), (batch_size,), generator=generator)
+        from_real = indices < self.num_real
+        if bool(from_real.all()):
+            images = self.real_images[indices].to(device).float().div(127.5).sub(1.0)
+        elif not bool(from_real.any()):
+            images = self.rehearsal_images[indices - self.num_real].to(device)
+        else:
+            images = torch.empty((batch_size, *self.rehearsal_images.shape[1:]), device=device)
+            images[from_real.to(device)] = self.real_images[indices[from_real]].to(device).float().div(127.5).sub(1.0)
+            images[~from_real.to(device)] = self.rehearsal_images[indices[~from_real] - self.num_real].to(device)
+        return StageBatch(
+            images=images, labels=self.labels[indices].to(device), is_old=self.is_old[indices].to(device)
+        )
+
+
+class JointForward(torch.nn.Module):
+    r"""
+    Routes `forward` to [`stage_outputs`], so that DDP (which syncs the gradients of `forward` calls only) can wrap a
+    stage's training step, whichever outputs its objective reads.
+
+    Args:
+        unet ([`JointUNet2DModel`]): The model being trained.
+        predict_noise (`bool`, *optional*, defaults to `True`): Whether to compute the noise prediction.
+        classify (`bool`, *optional*, defaults to `True`): Whether to compute the logits of the clean images.
+    """
+
+    def __init__(self, unet: JointUNet2DModel, predict_noise: bool = True, classify: bool = True):
+        super().__init__()
+        self.unet = unet
+        self.predict_noise = predict_noise
+        self.classify = classify
+
+    def forward(
+        self, noisy_sample: torch.Tensor, timesteps: torch.Tensor, clean_sample: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return stage_outputs(self.unet, noisy_sample, timesteps, clean_sample, self.predict_noise, self.classify)
+
+
+def noise_scheduler_from_config(config) -> DDPMScheduler:
+    r"""
+    The training noise schedule of a run: linear betas, epsilon prediction.
+
+    Args:
+        config ([`JDCLTrainingConfig`]): The run's configuration.
+    """
+    return DDPMScheduler(
+        num_train_timesteps=config.num_train_timesteps,
+        beta_start=config.beta_start,
+        beta_end=config.beta_end,
+        beta_schedule="linear",
+        prediction_type="epsilon",
+    )
+
+
+class StageRunner:
+    r"""
+    Trains a model for one stage: AdamW, EMA, two augmented views, seeded batches and noise, checkpoints every
+    `config.checkpointing_steps` (resumed with `config.resume_from_checkpoint`), a progress bar and logged terms.
+
+    Args:
+        accelerator (`Accelerator`): The run's accelerator.
+        config ([`JDCLTrainingConfig`]): The optimizer, EMA, batch, checkpoint and seed settings.
+        augmentation ([`TwoViewAugmentation`]): Makes the diffusion and classifier views of a batch.
+        checkpoint_dir (`Path`, *optional*): Where stage checkpoints go (`<dir>/task-K-<stage>/checkpoint-N`); none
+            are written when `None`.
+        show_progress (`bool`, *optional*, defaults to `True`): Progress bars on the local main process.
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        config,
+        augmentation: TwoViewAugmentation,
+        checkpoint_dir: Path | None = None,
+        show_progress: bool = True,
+    ):
+        self.accelerator = accelerator
+        self.config = config
+        self.augmentation = augmentation
+        self.checkpoint_dir = checkpoint_dir
+        self.show_progress = show_progress and accelerator.is_local_main_process
+        self.noise_scheduler = noise_scheduler_from_config(config)
+
+    def stage_seed(self, task_index: int, stage: Stage, step: int) -> int:
+        """The seed of one step's batch, noise and dropout, on this process."""
+        return (self.config.seed * 1_000_003 + task_index * 10_007 + stage.seed_id * 1_009 + step) * 97 + (
+            self.accelerator.process_index
+        )
+
+    def checkpoint_root(self, task_index: int, stage: Stage) -> Path:
+        return self.checkpoint_dir / f"task-{task_index + 1}-{stage.name}"
+
+    def run(
+        self,
+        stage: Stage,
+        task_index: int,
+        model: JointUNet2DModel,
+        data: StageData,
+        num_steps: int,
+        objective: Objective,
+        stage_seconds: dict[str, float] | None = None,
+    ) -> JointUNet2DModel:
+        r"""
+        Trains `model` for `num_steps` on `data` against `objective`.
+
+        Args:
+            stage ([`Stage`]): Which stage (names its checkpoints, logs and seeds).
+            task_index (`int`): The task, from 0.
+            model ([`JointUNet2DModel`]): The model to train (trained in place).
+            data ([`StageData`]): What batches are drawn from.
+            num_steps (`int`): Optimizer steps.
+            objective (`JointObjective` or `DistillationObjective`): The loss, with its teachers.
+            stage_seconds (`dict[str, float]`, *optional*): Where to add the stage's wall time under its name.
+
+        Returns:
+            [`JointUNet2DModel`]: a copy with the EMA weights (or the trained ones without EMA), frozen, in eval mode.
+        """
+        start_time = time.time()
+        config, accelerator = self.config, self.accelerator
+        model = model.to(accelerator.device).train().requires_grad_(True)
+        # Parts that no term reaches are not run; frozen, they are no unused parameters for DDP either.
+        if not objective.predict_noise:
+            for module in model.decoder_modules():
+                module.requires_grad_(False)
+        if not objective.classify:
+            model.classifier.requires_grad_(False)
+        if config.gradient_checkpointing:
+            model.enable_gradient_checkpointing()
+        objective.to(accelerator.device)
+        optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            weight_decay=config.adam_weight_decay,
+            eps=config.adam_epsilon,
+            # One fused update over all tensors: per-tensor loops dominate the step of small models on CPU.
+            foreach=True,
+        )
+        ema = None
+        if config.use_ema:
+            ema = EMAModel(
+                model.parameters(),
+                decay=config.ema_decay,
+                use_ema_warmup=config.ema_warmup,
+                power=config.ema_power,
+                foreach=True,
+                model_cls=JointUNet2DModel,
+                model_config=model.config,
+            )
+            ema.to(accelerator.device)
+        joint_module, optimizer = accelerator.prepare(
+            JointForward(model, predict_noise=objective.predict_noise, classify=objective.classify), optimizer
+        )
+        progress_state = {"step": 0}
+        hooks = self._register_checkpoint_hooks(ema, progress_state)
+        try:
+            checkpoint = self._checkpoint_to_resume(task_index, stage)
+            if checkpoint is not None:
+                accelerator.load_state(str(checkpoint))
+                logger.info(
+                    f"Resuming task {task_index + 1} {stage.name} stage from {checkpoint} "
+                    f"(step {progress_state['step']})."
+                )
+            self._train(
+                stage, task_index, model, joint_module, optimizer, ema, data, num_steps, objective, progress_state
+            )
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+        trained = accelerator.unwrap_model(joint_module).unet
+        accelerator.free_memory()
+        result = copy.deepcopy(trained)
+        if ema is not None:
+            ema.copy_to(result.parameters())
+        if config.gradient_checkpointing:
+            result.disable_gradient_checkpointing()
+        if stage_seconds is not None:
+            stage_seconds[stage.name] = stage_seconds.get(stage.name, 0.0) + time.time() - start_time
+        return result.eval().requires_grad_(False)
+
+    def _train(
+        self, stage, task_index, model, joint_module, optimizer, ema, data, num_steps, objective, progress_state
+    ):
+        config, accelerator = self.config, self.accelerator
+        device = accelerator.device
+        start_step = progress_state["step"]
+        progress = tqdm(
+            range(num_steps),
+            initial=start_step,
+            total=num_steps,
+            desc=f"Task {task_index + 1} {stage.name}",
+            disable=not self.show_progress,
+        )
+        for step in range(start_step, num_steps):
+            # 1. Seed the step: its batch, noise, timesteps and dropout depend on the step alone.
+            seed = self.stage_seed(task_index, stage, step)
+            torch.manual_seed(seed)
+            generator = torch.Generator().manual_seed(seed)
+            batch = data.sample(config.train_batch_size, generator, device)
+            with accelerator.accumulate(joint_module):
+                # 2. Two views: one noised for the diffusion loss, one clean for the classifier.
+                diffusion_view, classifier_view = self.augmentation(batch.images)
+                noise = torch.randn(diffusion_view.shape, generator=generator).to(device)
+                timesteps = torch.randint(
+                    0, self.noise_scheduler.config.num_train_timesteps, (diffusion_view.shape[0],), generator=generator
+                ).to(device)
+                noisy = self.noise_scheduler.add_noise(diffusion_view, noise, timesteps)
+                # 3. The outputs the objective reads, and its loss.
+                with accelerator.autocast():
+                    noise_pred, logits = joint_module(noisy, timesteps, classifier_view)
+                    terms = objective(
+                        StageOutputs(
+                            noise_pred=noise_pred,
+                            logits=logits,
+                            noise=noise,
+                            labels=batch.labels,
+                            is_old=batch.is_old,
+                            noisy_sample=noisy,
+                            timesteps=timesteps,
+                            clean_sample=classifier_view,
+                            step=step,
+                        )
+                    )
+                # 4. The update, then the EMA.
+                accelerator.backward(terms["loss"])
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(joint_module.parameters(), config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if accelerator.sync_gradients and ema is not None:
+                ema.step(model.parameters())
+            progress.update(1)
+            # 5. Log the terms now and then (reading them back waits for the device), checkpoint on schedule.
+            if step % 10 == 0 or step == num_steps - 1:
+                values = {name: float(value.detach()) for name, value in terms.items()}
+                progress.set_postfix(loss=f"{values['loss']:.4f}")
+                accelerator.log(
+                    {f"task_{task_index + 1}/{stage.name}/{name}": value for name, value in values.items()}, step=step
+                )
+            progress_state["step"] = step + 1
+            if (step + 1) % config.checkpointing_steps == 0 and step + 1 < num_steps:
+                self._save_checkpoint(task_index, stage, step + 1)
+        progress.close()
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+
+    def _register_checkpoint_hooks(self, ema: EMAModel | None, progress_state: dict) -> list:
+        # Accelerate saves the model, optimizer and RNG states; these hooks add the stage's step and its EMA
+        # (through `EMAModel.save_pretrained`, safetensors), as diffusers' training examples do.
+        def save_hook(models, weights, output_dir):
+            if self.accelerator.is_main_process:
+                write_json({"step": progress_state["step"]}, Path(output_dir) / "stage_state.json")
+                if ema is not None:
+                    ema.save_pretrained(Path(output_dir) / "unet_ema")
+
+        def load_hook(models, input_dir):
+            state_path = Path(input_dir) / "stage_state.json"
+            if not state_path.is_file():
+                raise ValueError(
+                    f"{input_dir} is not a jdcl stage checkpoint (it has no stage_state.json); it may come from an "
+                    "earlier jdcl version, whose stage checkpoints do not resume. Remove it to start the stage over."
+                )
+            progress_state["step"] = json.loads(state_path.read_text())["step"]
+            if ema is not None:
+                loaded = EMAModel.from_pretrained(
+                    Path(input_dir) / "unet_ema", model_cls=JointUNet2DModel, foreach=True
+                )
+                ema.load_state_dict(loaded.state_dict())
+                ema.to(self.accelerator.device)
+
+        return [
+            self.accelerator.register_save_state_pre_hook(save_hook),
+            self.accelerator.register_load_state_pre_hook(load_hook),
+        ]
+
+    def _checkpoint_to_resume(self, task_index: int, stage: Stage) -> Path | None:
+        resume = self.config.resume_from_checkpoint
+        if resume is None or self.checkpoint_dir is None:
+            return None
+        root = self.checkpoint_root(task_index, stage)
+        if resume != "latest":
+            path = Path(resume)
+            if not path.is_dir():
+                raise ValueError(f"--resume_from_checkpoint {resume} is not a folder; pass 'latest' or a checkpoint.")
+            return path if path.parent == root else None
+        checkpoints = (
+            [p for p in root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()] if root.exists() else []
+        )
+        return max(checkpoints, key=lambda p: int(p.name.split("-")[-1])) if checkpoints else None
+
+    def _save_checkpoint(self, task_index: int, stage: Stage, step: int) -> None:
+        if self.checkpoint_dir is None:
+            return
+        root = self.checkpoint_root(task_index, stage)
+        final = root / f"checkpoint-{step}"
+        # Every process writes its RNG state into the same temporary folder; the main process moves it into place.
+        temporary = root / f"checkpoint-{step}.tmp"
+        if self.accelerator.is_main_process:
+            shutil.rmtree(temporary, ignore_errors=True)
+            root.mkdir(parents=True, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(temporary))
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            replace_directory(temporary, final)
+            checkpoints = sorted(
+                (p for p in root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                key=lambda p: int(p.name.split("-")[-1]),
+            )
+            for stale in checkpoints[: max(0, len(checkpoints) - self.config.checkpoints_total_limit)]:
+                shutil.rmtree(stale, ignore_errors=True)
+        self.accelerator.wait_for_everyone()

@@ -1,0 +1,191 @@
+"""What every continual-learning method shares: the task it is given, the tools it trains with, and the registry."""
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from accelerate import Accelerator
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from ..atomic import atomic_directory
+from ..data import TensorData
+from ..models.joint_unet_2d import JointUNet2DModel
+from ..objectives import JointObjective
+from ..rehearsal import RehearsalSampler, RehearsalSet, RehearsalSource
+from ..stage import StageData, StageRunner
+
+
+STRATEGIES: dict[str, type["ContinualStrategy"]] = {}
+
+
+def register_strategy(strategy_class: type["ContinualStrategy"]) -> type["ContinualStrategy"]:
+    """Makes a method available as `--strategy <its name>`."""
+    if strategy_class.name in STRATEGIES:
+        raise ValueError(f"A strategy named {strategy_class.name!r} is already registered.")
+    STRATEGIES[strategy_class.name] = strategy_class
+    return strategy_class
+
+
+@dataclass
+class Task:
+    r"""
+    One task of a class-incremental run, and what training it measures.
+
+    Args:
+        index (`int`): The task, from 0.
+        new_classes (`list[int]`): The classes it brings.
+        old_classes (`list[int]`): The classes of earlier tasks.
+        stage_seconds (`dict[str, float]`): Wall time of each stage (and of rehearsal generation).
+        rehearsal (`dict`, *optional*): The counts of its rehearsal set (see [`RehearsalSet.summary`]).
+    """
+
+    index: int
+    new_classes: list[int]
+    old_classes: list[int]
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    rehearsal: dict | None = None
+
+    @property
+    def seen_classes(self) -> list[int]:
+        return self.old_classes + self.new_classes
+
+
+class ContinualStrategy:
+    r"""
+    A continual-learning method: how one task is learned, given the model after the previous task.
+
+    A method is one subclass in one file of `jdcl/strategies/`, registered with [`register_strategy`]; the task loop
+    ([`ContinualTrainer`]) calls [`~ContinualStrategy.train_task`] once per task and knows nothing else of it.
+
+    Args:
+        config ([`JDCLTrainingConfig`]): The run's configuration.
+        accelerator (`Accelerator`): The run's accelerator.
+        stages ([`StageRunner`]): Trains a model for one stage.
+        train_data ([`TensorData`]): The whole training split (uint8).
+        new_model (`Callable[[int], JointUNet2DModel]`): A fresh (or pretrained) model, from a seed.
+        sampling_scheduler ([`SchedulerMixin`]): The scheduler rehearsal is sampled with.
+        state_dir (`Path`, *optional*): Where a task's intermediate results are kept so a killed run resumes without
+            redoing them (`<state_dir>/task-K/...`); nothing is kept when `None`.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(
+        self,
+        config,
+        accelerator: Accelerator,
+        stages: StageRunner,
+        train_data: TensorData,
+        new_model: Callable[[int], JointUNet2DModel],
+        sampling_scheduler: SchedulerMixin,
+        state_dir: Path | None = None,
+    ):
+        self.config = config
+        self.accelerator = accelerator
+        self.stages = stages
+        self.train_data = train_data
+        self.new_model = new_model
+        self.sampling_scheduler = sampling_scheduler
+        self.state_dir = state_dir
+        self.rehearsal_sampler = RehearsalSampler.from_config(config)
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        r"""Refuses settings the method cannot honour, before any data is loaded (raise `ValueError`)."""
+        if config.no_distillation:
+            raise ValueError(
+                f"`--no_distillation` is an ablation of JDCL's distillation; `--strategy {cls.name}` distils nothing. "
+                "Use `--strategy jdcl` or `--strategy single_stage`."
+            )
+
+    def train_task(self, task: Task, previous: JointUNet2DModel | None) -> JointUNet2DModel:
+        r"""
+        Learns `task`.
+
+        Args:
+            task ([`Task`]): The task; its `stage_seconds` and `rehearsal` are filled in.
+            previous ([`JointUNet2DModel`], *optional*): The model after the previous task; `None` before the first.
+
+        Returns:
+            [`JointUNet2DModel`]: the model after this task (evaluated, saved as `task-K`, and the next `previous`).
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------- tools the methods share
+
+    def initial_model(self, previous: JointUNet2DModel | None, seed: int | None = None) -> JointUNet2DModel:
+        """A copy of `previous`, or a new model (seeded by `seed`, the run's seed by default) before the first task."""
+        if previous is not None:
+            return copy.deepcopy(previous)
+        return self.new_model(self.config.seed if seed is None else seed)
+
+    def real_data(self, classes: list[int]) -> StageData:
+        """The real training images of `classes`."""
+        return StageData(real=self.train_data.subset(classes))
+
+    def local_objective(self) -> JointObjective:
+        """The joint loss of a local stage, with the run's weights."""
+        return JointObjective(
+            diffusion=self.config.diffusion_loss_weight, classification=self.config.classification_loss_weight
+        )
+
+    def task_steps(self, task: Task) -> int:
+        """The whole training budget of a task: the first task's, or one local plus one global stage."""
+        config = self.config
+        return (
+            config.total_first_task_steps if task.index == 0 else config.local_train_steps + config.global_train_steps
+        )
+
+    def task_state_dir(self, task_index: int) -> Path | None:
+        return self.state_dir / f"task-{task_index + 1}" if self.state_dir is not None else None
+
+    def save_state_model(self, task: Task, name: str, model: JointUNet2DModel) -> None:
+        """Keeps `model` as `state/task-K/<name>`, for a resumed run (written by the main process, atomically)."""
+        if self.state_dir is not None and self.accelerator.is_main_process:
+            with atomic_directory(self.task_state_dir(task.index) / name) as temporary:
+                model.save_pretrained(temporary)
+        self.accelerator.wait_for_everyone()
+
+    def load_state_model(self, task_index: int, name: str) -> JointUNet2DModel | None:
+        """The model kept as `state/task-K/<name>`, or `None`."""
+        if self.state_dir is None:
+            return None
+        saved = self.task_state_dir(task_index) / name
+        if not (saved / "config.json").is_file():
+            return None
+        return JointUNet2DModel.from_pretrained(saved).to(self.accelerator.device).eval()
+
+    def rehearsal(self, task: Task, sources: list[RehearsalSource]) -> RehearsalSet:
+        r"""
+        The task's rehearsal set: each source's classes at the run's quota, generated once and kept in the task's
+        state folder (a resumed run reads it back).
+
+        Args:
+            task ([`Task`]): The task; its `rehearsal` counts and `stage_seconds["rehearsal"]` are filled in.
+            sources (`list[RehearsalSource]`): Who generates which classes, in order.
+        """
+        start_time = time.time()
+        saved = self.task_state_dir(task.index) / "rehearsal.safetensors" if self.state_dir is not None else None
+        if saved is not None and saved.is_file():
+            rehearsal = RehearsalSet.load(saved)
+        else:
+            parts = [
+                self.rehearsal_sampler.generate(
+                    self.accelerator,
+                    self.sampling_scheduler,
+                    source,
+                    seed=self.config.seed + 1000 * (task.index + 1) + 100 * offset,
+                    show_progress=self.stages.show_progress,
+                )
+                for offset, source in enumerate(sources)
+            ]
+            rehearsal = RehearsalSet.concatenate(parts)
+            if saved is not None and self.accelerator.is_main_process:
+                rehearsal.save(saved)
+            self.accelerator.wait_for_everyone()
+        task.rehearsal = rehearsal.summary()
+        task.stage_seconds["rehearsal"] = time.time() - start_time
+        return rehearsal

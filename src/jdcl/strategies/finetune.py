@@ -1,0 +1,29 @@
+"""Finetune, the lower bound: each task trains on its own real data only, and forgets the rest."""
+
+from ..models.joint_unet_2d import JointUNet2DModel
+from ..stage import Stage
+from .base import ContinualStrategy, Task, register_strategy
+
+
+TRAIN = Stage("train", 4)
+
+
+@register_strategy
+class FinetuneStrategy(ContinualStrategy):
+    r"""The joint loss on the new classes' real data, for a whole task's budget; no rehearsal."""
+
+    name = "finetune"
+
+    def training_classes(self, task: Task) -> list[int]:
+        return task.new_classes
+
+    def train_task(self, task: Task, previous: JointUNet2DModel | None) -> JointUNet2DModel:
+        return self.stages.run(
+            TRAIN,
+            task.index,
+            self.initial_model(previous),
+            self.real_data(self.training_classes(task)),
+            self.task_steps(task),
+            self.local_objective(),
+            task.stage_seconds,
+        )
