@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "src"))
 
 from jdcl.config import JDCLTrainingConfig
+from jdcl.strategies import STRATEGIES
 from jdcl.trainer import train_jdcl
 
 
@@ -72,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                 type=lambda text: [item.strip() for item in text.split(",") if item.strip()],
                 default=None,
                 help="Comma-separated class indices or names, e.g. 0,1,2,3 or cat,dog.",
+            )
+        elif field.name == "strategy":
+            parser.add_argument(
+                "--strategy", type=str, default=None, help=f"The method: one of {', '.join(sorted(STRATEGIES))}."
             )
         else:
             help_text = (

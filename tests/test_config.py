@@ -89,8 +89,8 @@ def test_overrides_win_over_the_file(tmp_path):
         ({"num_tasks": 0}, "num_tasks"),
         ({"learning_rate": 0}, "learning_rate"),
         ({"beta_start": 0.5, "beta_end": 0.1}, "beta_start"),
-        ({"strategy": "finetune", "no_distillation": True}, "ablations of JDCL"),
-        ({"joint_modelling": False, "single_stage": True}, "ablation of its own"),
+        ({"strategy": "finetune", "no_distillation": True}, "ablation of JDCL's distillation"),
+        ({"strategy": "separate", "no_distillation": True}, "--strategy separate"),
         ({"dataset_name": "a", "train_data_dir": "b"}, "not both"),
     ],
 )
@@ -104,3 +104,21 @@ def test_token_is_never_in_the_dict_or_repr():
     assert "hf_very_secret" not in repr(config)
     assert "hf_very_secret" not in str(config.to_dict())
     assert "hf_very_secret" not in str(config.run_identity())
+
+
+def test_the_ablation_flags_of_earlier_versions_name_their_strategies():
+    assert JDCLTrainingConfig.from_dict({"single_stage": True}).strategy == "single_stage"
+    assert JDCLTrainingConfig.from_dict({"joint_modelling": False}).strategy == "separate"
+    assert JDCLTrainingConfig.from_dict({"single_stage": False, "joint_modelling": True}).strategy == "jdcl"
+    with pytest.raises(ValueError, match="cannot be combined"):
+        JDCLTrainingConfig.from_dict({"single_stage": True, "joint_modelling": False})
+    with pytest.raises(ValueError, match="ablations of `strategy: jdcl`"):
+        JDCLTrainingConfig.from_dict({"strategy": "finetune", "single_stage": True})
+
+
+def test_every_registered_strategy_is_a_choice():
+    from jdcl.strategies import STRATEGIES
+
+    assert set(STRATEGIES) == {"jdcl", "finetune", "cumulative", "single_stage", "separate"}
+    for name in STRATEGIES:
+        assert JDCLTrainingConfig(strategy=name).strategy == name

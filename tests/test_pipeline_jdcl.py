@@ -219,3 +219,70 @@ def test_guided_sampling_on_cuda_takes_labels_from_the_cpu():
     generator = torch.Generator(device="cuda").manual_seed(0)
     images = pipe(class_labels=[0, 3], num_inference_steps=2, generator=generator, output_type="pt").images
     assert images.shape == (2, 1, 16, 16) and torch.isfinite(images).all()
+
+
+# ----------------------------------------------------------------------------------- checkpoints that know their classes
+
+
+def classes_pipeline() -> JDCLPipeline:
+    pipe = tiny_pipeline()
+    return JDCLPipeline(
+        unet=pipe.unet,
+        scheduler=pipe.scheduler,
+        class_names=["zero", "one", "two", "three"],
+        class_order=[1, 0, 3, 2],
+        seen_classes=[1, 0],
+        task_index=1,
+        num_tasks=2,
+    )
+
+
+def test_a_saved_pipeline_restores_its_classes_and_classifies_among_the_seen_ones(tmp_path):
+    classes_pipeline().save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["class_names"] == ["zero", "one", "two", "three"] and index["seen_classes"] == [1, 0]
+    pipe = JDCLPipeline.from_pretrained(tmp_path)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.class_names == ["zero", "one", "two", "three"]
+    assert pipe.seen_classes == [1, 0] and pipe.config.class_order == [1, 0, 3, 2]
+    assert (pipe.config.task_index, pipe.config.num_tasks) == (1, 2)
+
+    images = torch.rand(6, 1, 16, 16)
+    output = pipe.classify(images)
+    assert set(output.labels.tolist()) <= {0, 1}
+    assert float(output.probabilities[:, 2:].abs().sum()) == 0.0
+    assert output.label_names == [pipe.class_names[label] for label in output.labels.tolist()]
+    # `classes=` still overrides, by index or by name, unseen classes included.
+    override = pipe.classify(images, classes=["two", 3])
+    assert set(override.labels.tolist()) <= {2, 3} and set(override.label_names) <= {"two", "three"}
+
+
+def test_class_labels_by_name_and_unseen_or_unknown_classes_refused():
+    pipe = classes_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = {"num_inference_steps": 1, "output_type": "pt", "generator": torch.manual_seed(0)}
+    by_name = pipe(class_labels=["one", "zero"], **kwargs).images
+    by_index = pipe(class_labels=[1, 0], **{**kwargs, "generator": torch.manual_seed(0)}).images
+    assert by_name.shape == (2, 1, 16, 16) and torch.equal(by_name, by_index)
+    with pytest.raises(ValueError, match=r"not seen \(it was trained on \['one', 'zero'\]\)"):
+        pipe(class_labels="two", **kwargs)
+    with pytest.raises(ValueError, match="Unknown class 'seven'"):
+        pipe(class_labels=["seven"], **kwargs)
+    with pytest.raises(ValueError, match="class indices or names"):
+        pipe(class_labels=[1.5], **kwargs)
+    with pytest.raises(ValueError, match="Unknown classes"):
+        pipe(class_labels=[7], **kwargs)
+    with pytest.raises(ValueError, match="one name per class"):
+        JDCLPipeline(unet=pipe.unet, scheduler=pipe.scheduler, class_names=["a", "b"])
+
+
+def test_a_checkpoint_without_a_class_record_loads_with_every_class_seen(tmp_path):
+    tiny_pipeline().save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    for key in ("class_names", "class_order", "seen_classes", "task_index", "num_tasks"):
+        index.pop(key, None)
+    (tmp_path / "model_index.json").write_text(json.dumps(index))  # as jdcl wrote them before the record
+    pipe = JDCLPipeline.from_pretrained(tmp_path)
+    assert pipe.seen_classes == [0, 1, 2, 3] and pipe.class_names == ["0", "1", "2", "3"]
+    output = pipe.classify(torch.rand(3, 1, 16, 16))
+    assert output.probabilities.shape == (3, 4) and output.label_names == [str(c) for c in output.labels.tolist()]

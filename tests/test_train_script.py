@@ -52,12 +52,12 @@ def script_env(threads: int = 1) -> dict:
 
 
 def test_flags_build_the_config(tmp_path):
-    config = parse_config(["--output_dir", str(tmp_path), *TINY_FLAGS, "--no-use_ema", "--single_stage"])
+    config = parse_config(["--output_dir", str(tmp_path), *TINY_FLAGS, "--no-use_ema", "--strategy", "single_stage"])
     assert config.output_dir == str(tmp_path)
     assert config.resolution == 8 and config.num_tasks == 2
     assert [int(c) for c in config.class_order] == [0, 1, 2, 3]
     assert config.unet_config == TINY_UNET
-    assert config.use_ema is False and config.single_stage is True and config.show_progress is False
+    assert config.use_ema is False and config.strategy == "single_stage" and config.show_progress is False
     assert config.logger == "none"
 
 

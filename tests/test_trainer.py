@@ -9,6 +9,7 @@ from unittest.mock import MagicMock
 import numpy as np
 import pytest
 import torch
+from accelerate import Accelerator
 from diffusers import DDIMScheduler
 from huggingface_hub import HfApi, RepoUrl
 from PIL import Image
@@ -16,6 +17,8 @@ from safetensors.torch import load_file
 
 from jdcl import JDCLPipeline, JointUNet2DModel
 from jdcl.config import JDCLTrainingConfig
+from jdcl.rehearsal import RehearsalSampler
+from jdcl.stage import StageRunner
 from jdcl.trainer import ContinualTrainer, train_jdcl
 
 from .utils import TINY_UNET
@@ -102,11 +105,16 @@ def test_end_to_end_jdcl_writes_every_output(tmp_path):
     with Image.open(output_dir / "accuracy_matrix.png") as image:
         image.load()
 
-    # The last task's pipeline loads and classifies among the classes it has seen.
+    # A task's pipeline loads knowing its classes, and classifies among those it has seen.
     pipe = JDCLPipeline.from_pretrained(output_dir / "task-2")
     assert pipe.unet.config.sample_size == 8 and pipe.unet.config.num_classes == 10
+    assert pipe.seen_classes == [0, 1, 2, 3] and pipe.class_names == [str(c) for c in range(10)]
+    assert (pipe.config.task_index, pipe.config.num_tasks, pipe.config.class_order) == (2, 3, list(range(6)))
     images = torch.rand(3, 1, 8, 8)  # the pipeline's [0, 1] convention
-    classified = pipe.classify(images, classes=[0, 1, 2, 3])
+    classified = pipe.classify(images)
+    assert classified.label_names == [str(label) for label in classified.labels.tolist()]
+    with pytest.raises(ValueError, match="not seen"):
+        pipe(class_labels="5", num_inference_steps=1)
     labels = torch.as_tensor(np.asarray(classified.labels))
     probabilities = torch.as_tensor(np.asarray(classified.probabilities))
     assert labels.shape == (3,) and set(labels.tolist()) <= {0, 1, 2, 3}
@@ -164,8 +172,8 @@ def test_end_to_end_jdcl_writes_every_output(tmp_path):
         ({"strategy": "finetune"}, {"train"}),
         ({"strategy": "cumulative"}, {"train"}),
         ({"no_distillation": True}, {"local", "rehearsal", "global"}),
-        ({"single_stage": True}, {"rehearsal", "single"}),
-        ({"joint_modelling": False}, {"local", "rehearsal", "global"}),
+        ({"strategy": "single_stage"}, {"rehearsal", "single"}),
+        ({"strategy": "separate"}, {"local-generator", "local", "rehearsal", "global-generator", "global"}),
     ],
     ids=["finetune", "cumulative", "no_distillation", "single_stage", "separate"],
 )
@@ -184,35 +192,14 @@ def test_baselines_and_ablations_complete(tmp_path, overrides, stages):
     assert not (tmp_path / "run" / "task-2" / "samples.png").exists()
 
 
-def test_stage_outputs_computes_only_what_is_asked():
-    from jdcl.trainer import stage_outputs
-
-    from .utils import tiny_unet
-
-    unet = tiny_unet()
-    noisy, clean, timesteps = torch.randn(2, 1, 16, 16), torch.rand(2, 1, 16, 16) * 2 - 1, torch.tensor([3, 500])
-    with torch.no_grad():
-        joint = unet.joint_forward(noisy, timesteps, clean)
-        noise_only = stage_outputs(unet, noisy, timesteps, clean, predict_noise=True, classify=False)
-        logits_only = stage_outputs(unet, noisy, timesteps, clean, predict_noise=False, classify=True)
-        assert noise_only[1] is None and torch.equal(noise_only[0], unet(noisy, timesteps).sample)
-        assert logits_only[0] is None and torch.equal(logits_only[1], unet.classify(clean))
-        assert torch.allclose(noise_only[0], joint.sample, atol=1e-5)
-        assert torch.allclose(logits_only[1], joint.logits, atol=1e-5)
-    with pytest.raises(ValueError, match="noise prediction, the logits or both"):
-        stage_outputs(unet, noisy, timesteps, clean, predict_noise=False, classify=False)
-
-
 def test_separate_trains_only_what_each_model_uses(tmp_path):
     # With weight decay, a part that got (zero) gradients would still shrink: these must get none at all.
-    config = tiny_config(
-        tmp_path / "run", joint_modelling=False, num_tasks=1, class_order=[0, 1], adam_weight_decay=0.1
-    )
+    config = tiny_config(tmp_path / "run", strategy="separate", num_tasks=1, class_order=[0, 1], adam_weight_decay=0.1)
     train_jdcl(config)
     # The first task's models start from the trainer's initialisations: the generator from seed, the classifier from
-    # seed + 1 (as `_train_task_separate` draws them).
+    # seed + 1 (as the separate strategy draws them).
     trainer = ContinualTrainer(config.__class__(**{**config.to_dict(), "output_dir": str(tmp_path / "other")}))
-    generator_init, classifier_init = trainer._new_model(config.seed), trainer._new_model(config.seed + 1)
+    generator_init, classifier_init = trainer.new_model(config.seed), trainer.new_model(config.seed + 1)
     generator = JointUNet2DModel.from_pretrained(tmp_path / "run" / "state" / "task-1" / "generator")
     classifier = JDCLPipeline.from_pretrained(tmp_path / "run" / "task-1").unet
 
@@ -232,13 +219,13 @@ def test_separate_trains_only_what_each_model_uses(tmp_path):
 @pytest.mark.parametrize(("selection", "eta"), [("first", 0.0), ("confident", 1.0)])
 def test_rehearsal_settings_reach_the_sampler(tmp_path, monkeypatch, selection, eta):
     calls = []
-    generate_rehearsal = JDCLPipeline.generate_rehearsal
+    sample = RehearsalSampler.sample
 
-    def recording_generate_rehearsal(self, *args, **kwargs):
-        calls.append(kwargs)
-        return generate_rehearsal(self, *args, **kwargs)
+    def recording_sample(self, *args, **kwargs):
+        calls.append({"selection": self.selection, "eta": self.eta})
+        return sample(self, *args, **kwargs)
 
-    monkeypatch.setattr(JDCLPipeline, "generate_rehearsal", recording_generate_rehearsal)
+    monkeypatch.setattr(RehearsalSampler, "sample", recording_sample)
     config = tiny_config(
         tmp_path / "run",
         local_train_steps=1,
@@ -281,19 +268,23 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(tmp_path, monkeypatc
     }
     reference = train_jdcl(tiny_config(tmp_path / "reference", **settings))
 
-    original_save = ContinualTrainer._save_checkpoint
+    log = Accelerator.log
 
-    def save_then_die(self, task_index, stage, step, ema):
-        original_save(self, task_index, stage, step, ema)
-        if task_index == 1 and stage == "global":
+    def log_then_die(self, values, step=None, **kwargs):
+        # The global stage of task 2 logs its last step (9) after its checkpoint at step 5: die there.
+        if "task_2/global/loss" in values and step == 9:
             raise SimulatedKill
+        return log(self, values, step=step, **kwargs)
 
     output_dir = tmp_path / "run"
-    monkeypatch.setattr(ContinualTrainer, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(Accelerator, "log", log_then_die)
     with pytest.raises(SimulatedKill):
         train_jdcl(tiny_config(output_dir, **settings))
-    monkeypatch.setattr(ContinualTrainer, "_save_checkpoint", original_save)
-    assert (output_dir / "checkpoints" / "task-2-global" / "checkpoint-5" / "jdcl_state.json").is_file()
+    monkeypatch.setattr(Accelerator, "log", log)
+    checkpoint = output_dir / "checkpoints" / "task-2-global" / "checkpoint-5"
+    assert json.loads((checkpoint / "stage_state.json").read_text()) == {"step": 5}
+    assert (checkpoint / "unet_ema" / "diffusion_pytorch_model.safetensors").is_file()
+    assert not list(checkpoint.parent.glob("tmp-*"))
     assert not (output_dir / "task-2").exists()
     task_1_weights = output_dir / "task-1" / "unet" / "diffusion_pytorch_model.safetensors"
     task_1_mtime = task_1_weights.stat().st_mtime_ns
@@ -330,7 +321,7 @@ def no_training(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("training started although the configuration is invalid")
 
-    monkeypatch.setattr(ContinualTrainer, "_run_stage", fail)
+    monkeypatch.setattr(StageRunner, "run", fail)
 
 
 @pytest.mark.parametrize(
@@ -370,7 +361,7 @@ def test_output_dir_of_another_run_is_refused(tmp_path, no_training):
     output_dir = tmp_path / "run"
     output_dir.mkdir()
     other = ContinualTrainer(tiny_config(tmp_path / "other", seed=1))
-    (output_dir / "run_config.json").write_text(json.dumps({"identity": other._identity}))
+    (output_dir / "run_config.json").write_text(json.dumps({"identity": other.identity}))
     with pytest.raises(ValueError, match=r"another configuration \(differs in \['seed'\]\)"):
         ContinualTrainer(tiny_config(output_dir))
     with pytest.raises(ValueError, match="another configuration"):
@@ -383,7 +374,7 @@ def test_output_dir_of_the_same_run_needs_resume(tmp_path, no_training):
     output_dir = tmp_path / "run"
     output_dir.mkdir()
     first = ContinualTrainer(tiny_config(output_dir))
-    first._write_run_config()
+    first.run_folder.write_run_config(first.identity, first.config.to_dict())
     with pytest.raises(ValueError, match="already holds this run.*--resume_from_checkpoint latest"):
         ContinualTrainer(tiny_config(output_dir))
     ContinualTrainer(tiny_config(output_dir, resume_from_checkpoint="latest"))

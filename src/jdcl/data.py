@@ -15,7 +15,6 @@ import datasets
 import numpy as np
 import PIL.Image
 import torch
-from tqdm.auto import tqdm
 
 
 logger = logging.getLogger(__name__)
@@ -415,12 +414,15 @@ def prepare_tensors(
     num_channels: int,
     batch_size: int = 1000,
     show_progress: bool = True,
+    cache_dir: str | None = None,
 ) -> TensorData:
     """
-    Decodes and resizes a whole split once into uint8 tensors.
+    Decodes and resizes a whole split once into uint8 tensors, through `datasets.Dataset.map`.
 
-    Converting once is deliberate: the targeted data sets fit in memory as uint8, and decoding PIL images at every
-    training step would dominate CPU training time.
+    The converted images are cached on disk (keyed by the split's fingerprint, the resolution and the channels), so
+    that the processes of a run and later runs read them instead of decoding again. Converting once is deliberate:
+    the targeted data sets fit in memory as uint8, and decoding PIL images at every training step would dominate CPU
+    training time.
 
     Args:
         dataset (`datasets.Dataset`): The split to convert.
@@ -430,6 +432,9 @@ def prepare_tensors(
         num_channels (`int`): 1 or 3.
         batch_size (`int`, *optional*, defaults to 1000): Rows decoded at a time.
         show_progress (`bool`, *optional*, defaults to `True`): Whether to show a progress bar.
+        cache_dir (`str`, *optional*, defaults to `None`):
+            The `datasets` cache folder; the converted images go to its `jdcl-images/` (the default cache of
+            `datasets` when `None`). Nothing is cached when `datasets` caching is disabled.
 
     Returns:
         [`TensorData`]: the images (uint8 `[N, C, resolution, resolution]`) and labels (int64 `[N]`).
@@ -442,13 +447,35 @@ def prepare_tensors(
             )
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-    images_only = dataset.select_columns([image_column])
-    chunks = []
-    for start in tqdm(
-        range(0, len(dataset), batch_size), desc="Converting images", disable=not show_progress, unit="batch"
-    ):
-        batch = images_only[start : start + batch_size][image_column]
-        chunks.append(images_to_tensor(batch, resolution, num_channels))
-    images = torch.cat(chunks) if chunks else torch.empty((0, num_channels, resolution, resolution), dtype=torch.uint8)
+    images_to_tensor([], resolution, num_channels)  # checks the resolution and channels before any decoding
     labels = torch.from_numpy(_labels_of(dataset, label_column))
+    if len(dataset) == 0:
+        return TensorData(
+            images=torch.empty((0, num_channels, resolution, resolution), dtype=torch.uint8), labels=labels
+        )
+
+    def convert(images: list[PIL.Image.Image]) -> dict[str, np.ndarray]:
+        return {"pixel_values": images_to_tensor(images, resolution, num_channels).numpy()}
+
+    cache_file_name = None
+    if datasets.is_caching_enabled():
+        folder = os.path.join(cache_dir or datasets.config.HF_DATASETS_CACHE, "jdcl-images")
+        os.makedirs(folder, exist_ok=True)
+        cache_file_name = os.path.join(folder, f"{dataset._fingerprint}-{resolution}px-{num_channels}ch.arrow")
+    converted = dataset.select_columns([image_column]).map(
+        convert,
+        batched=True,
+        batch_size=batch_size,
+        input_columns=[image_column],
+        remove_columns=[image_column],
+        features=datasets.Features(
+            {"pixel_values": datasets.Array3D(shape=(num_channels, resolution, resolution), dtype="uint8")}
+        ),
+        cache_file_name=cache_file_name,
+        load_from_cache_file=cache_file_name is not None,
+        desc="Decoding and resizing images" if show_progress else None,
+    )
+    # Formatters widen integers to int64 unless told otherwise.
+    pixels = converted.with_format("numpy", dtype=np.uint8)[:]["pixel_values"]
+    images = torch.from_numpy(np.ascontiguousarray(pixels))
     return TensorData(images=images, labels=labels)

@@ -9,6 +9,7 @@ import json
 import logging
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -360,9 +361,12 @@ class StageRunner:
                 )
             progress_state["step"] = json.loads(state_path.read_text())["step"]
             if ema is not None:
-                loaded = EMAModel.from_pretrained(
-                    Path(input_dir) / "unet_ema", model_cls=JointUNet2DModel, foreach=True
-                )
+                with warnings.catch_warnings():
+                    # diffusers' own `EMAModel.from_pretrained` calls a `from_config` form it has deprecated.
+                    warnings.simplefilter("ignore", FutureWarning)
+                    loaded = EMAModel.from_pretrained(
+                        Path(input_dir) / "unet_ema", model_cls=JointUNet2DModel, foreach=True
+                    )
                 ema.load_state_dict(loaded.state_dict())
                 ema.to(self.accelerator.device)
 
@@ -391,8 +395,9 @@ class StageRunner:
             return
         root = self.checkpoint_root(task_index, stage)
         final = root / f"checkpoint-{step}"
-        # Every process writes its RNG state into the same temporary folder; the main process moves it into place.
-        temporary = root / f"checkpoint-{step}.tmp"
+        # Every process writes its RNG state into the same temporary folder; the main process moves it into place. Its
+        # name does not match `checkpoint-*`, so nothing takes a half-written checkpoint for a finished one.
+        temporary = root / f"tmp-checkpoint-{step}"
         if self.accelerator.is_main_process:
             shutil.rmtree(temporary, ignore_errors=True)
             root.mkdir(parents=True, exist_ok=True)

@@ -175,24 +175,26 @@ class ContinualTrainer:
         )
 
     def load_tensors(self) -> None:
-        """Decodes and resizes the data set once into `train_data` and `test_data` (the test set's task classes)."""
-        config = self.config
-        self.train_data = prepare_tensors(
-            self.data.train,
-            self.data.image_column,
-            self.data.label_column,
-            config.resolution,
-            self.num_channels,
-            show_progress=self.show_progress,
-        )
-        self.test_data = prepare_tensors(
-            self.data.test,
-            self.data.image_column,
-            self.data.label_column,
-            config.resolution,
-            self.num_channels,
-            show_progress=self.show_progress,
-        ).subset(self.split.all_classes)
+        r"""
+        Decodes and resizes the data set once into `train_data` and `test_data` (the test set's task classes).
+
+        The main process converts first and caches the result on disk (`datasets`); the others then read its cache.
+        """
+        config, data = self.config, self.data
+        with self.accelerator.main_process_first():
+            train, test = [
+                prepare_tensors(
+                    split,
+                    data.image_column,
+                    data.label_column,
+                    config.resolution,
+                    self.num_channels,
+                    show_progress=self.show_progress,
+                    cache_dir=config.cache_dir,
+                )
+                for split in (data.train, data.test)
+            ]
+        self.train_data, self.test_data = train, test.subset(self.split.all_classes)
         for task_index in range(self.split.num_tasks):
             self.train_data.subset(self.split.new_classes(task_index))  # raises early for an empty task
 
