@@ -29,6 +29,7 @@ setup(
         "matplotlib",
         "tensorboard",
         "PyYAML",
+        "filelock",
     ],
     extras_require={
         "test": ["pytest>=8", "ruff"],

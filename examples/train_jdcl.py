@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
             )
         else:
             help_text = (
-                "A JSON object, e.g. '{\"block_out_channels\": [64, 128]}'." if flag_type is json.loads else None
+                "A JSON object of the keys to change, e.g. '{\"block_out_channels\": [64, 128, 128]}'."
+                if flag_type is json.loads
+                else None
             )
             parser.add_argument(f"--{field.name}", type=flag_type, default=None, help=help_text)
     return parser
@@ -88,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: list[str] | None = None) -> JDCLTrainingConfig:
     args = vars(build_parser().parse_args(argv))
+    if args["hub_token"] is not None:
+        # Launchers (accelerate, torchrun) print the whole command line when a run fails.
+        raise SystemExit(
+            "--hub_token is refused: a token on the command line ends up in launcher output and shell history. Log in "
+            "once with `huggingface-cli login`, or set HF_TOKEN in the environment; --push_to_hub then uses it."
+        )
     config_path = args.pop("config")
     overrides = {name: value for name, value in args.items() if value is not None}
     if config_path is not None:

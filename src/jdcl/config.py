@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,50 @@ DEFAULT_UNET_CONFIG = {
     "dropout": 0.0,
     "classifier_hidden_dim": 256,
     "classifier_dropout": 0.1,
+}
+
+# The valid range of every number of the configuration, inclusive (`None`: unbounded); `first_task_train_steps` may
+# also be `None`.
+INTEGER_RANGES = {
+    "resolution": (1, None),
+    "num_tasks": (1, None),
+    "num_train_timesteps": (1, None),
+    "train_batch_size": (1, None),
+    "first_task_train_steps": (0, None),
+    "local_train_steps": (0, None),
+    "global_train_steps": (0, None),
+    "classification_warmup_steps": (0, None),
+    "replay_samples_per_class": (0, None),
+    "replay_inference_steps": (1, None),
+    "replay_batch_size": (1, None),
+    "eval_batch_size": (1, None),
+    "grid_samples_per_class": (0, None),
+    "grid_inference_steps": (1, None),
+    "seed": (0, 2**32 - 1),
+    "checkpointing_steps": (1, None),
+    "checkpoints_total_limit": (1, None),
+}
+# (low, high, whether low itself is allowed); every float must also be finite.
+FLOAT_RANGES = {
+    "beta_start": (0.0, 1.0, False),
+    "beta_end": (0.0, 1.0, False),
+    "learning_rate": (0.0, None, False),
+    "adam_beta1": (0.0, 1.0, True),
+    "adam_beta2": (0.0, 1.0, True),
+    "adam_weight_decay": (0.0, None, True),
+    "adam_epsilon": (0.0, None, False),
+    "max_grad_norm": (0.0, None, True),
+    "diffusion_loss_weight": (0.0, None, True),
+    "classification_loss_weight": (0.0, None, True),
+    "global_diffusion_loss_weight": (0.0, None, True),
+    "global_classification_loss_weight": (0.0, None, True),
+    "distillation_diffusion_weight": (0.0, None, True),
+    "distillation_classification_weight": (0.0, None, True),
+    "ema_decay": (0.0, 1.0, True),
+    "ema_power": (0.0, None, False),
+    "replay_guidance_scale": (0.0, None, True),
+    "replay_max_sampling_factor": (1.0, None, True),
+    "replay_eta": (0.0, 1.0, True),
 }
 
 # Fields whose change makes an output folder hold "another run": resuming into it would mix two experiments.
@@ -195,10 +240,12 @@ class JDCLTrainingConfig:
     show_progress: bool = True
 
     def __post_init__(self):
+        # A partial `unet_config` changes the default UNet; it does not replace it.
+        self.unet_config = {**DEFAULT_UNET_CONFIG, **(self.unet_config or {})}
         self.validate()
 
     def validate(self) -> None:
-        """Checks every value that can be checked before any data is loaded; raises `ValueError` naming the fix."""
+        """Checks every value that can be checked before any data is loaded; raises `ValueError` naming the flag."""
         from .strategies import STRATEGIES
 
         choices = {
@@ -211,29 +258,15 @@ class JDCLTrainingConfig:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"`{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}.")
-        positive = [
-            "resolution",
-            "num_tasks",
-            "train_batch_size",
-            "num_train_timesteps",
-            "replay_inference_steps",
-            "replay_batch_size",
-            "eval_batch_size",
-            "checkpointing_steps",
-        ]
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
-        for name in ("local_train_steps", "global_train_steps", "replay_samples_per_class", "grid_samples_per_class"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must not be negative, got {getattr(self, name)}.")
-        if not 0 <= self.replay_eta <= 1:
-            raise ValueError(f"`replay_eta` must be between 0 (DDIM) and 1 (DDPM-like), got {self.replay_eta}.")
-        if self.learning_rate <= 0:
-            raise ValueError(f"`learning_rate` must be positive, got {self.learning_rate}.")
-        if not 0 < self.beta_start < self.beta_end < 1:
-            raise ValueError(f"Need 0 < beta_start < beta_end < 1, got {self.beta_start} and {self.beta_end}.")
+                raise ValueError(f"`--{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}.")
+        for name, (low, high) in INTEGER_RANGES.items():
+            _check_number(name, getattr(self, name), low, high, integer=True)
+        for name, (low, high, low_inclusive) in FLOAT_RANGES.items():
+            _check_number(name, getattr(self, name), low, high, integer=False, low_inclusive=low_inclusive)
+        if not self.beta_start < self.beta_end:
+            raise ValueError(
+                f"`--beta_start` ({self.beta_start}) must be below `--beta_end` ({self.beta_end}): the noise grows."
+            )
         STRATEGIES[self.strategy].check_config(self)
         if self.dataset_name is not None and self.train_data_dir is not None:
             raise ValueError("Pass either `--dataset_name` or `--train_data_dir`, not both.")
@@ -241,11 +274,7 @@ class JDCLTrainingConfig:
             raise ValueError(
                 "Passing `--hub_token` while reporting to wandb would expose it; use `huggingface-cli login` instead."
             )
-        unknown_unet_keys = set(self.unet_config) - _allowed_unet_config_keys()
-        if unknown_unet_keys:
-            raise ValueError(
-                f"Unknown `unet_config` keys {sorted(unknown_unet_keys)}; allowed: {sorted(_allowed_unet_config_keys())}."
-            )
+        check_unet_config(self.unet_config, self.resolution)
 
     @property
     def total_first_task_steps(self) -> int:
@@ -286,9 +315,17 @@ class JDCLTrainingConfig:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"Config file {path} does not exist; see examples/configs/ for the presets.")
-        values = yaml.safe_load(path.read_text()) or {}
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"Config file {path} is not valid YAML or JSON: {error}") from None
         if not isinstance(values, dict):
             raise ValueError(f"Config file {path} must hold a mapping of keys to values.")
+        if "hub_token" in values:
+            raise ValueError(
+                f"Config file {path} holds a `hub_token`: a token does not belong in a file. Remove it and log in with "
+                "`huggingface-cli login` or set HF_TOKEN."
+            )
         values = normalize_legacy_keys(values)
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
@@ -339,6 +376,63 @@ def normalize_legacy_keys(values: Mapping[str, Any]) -> dict[str, Any]:
     elif not joint_modelling:
         values["strategy"] = "separate"
     return values
+
+
+def _check_number(
+    name: str, value: Any, low: float | None, high: float | None, integer: bool, low_inclusive: bool = True
+) -> None:
+    if value is None and name == "first_task_train_steps":
+        return
+    kind = "an integer" if integer else "a number"
+    valid = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not valid or (not integer and not math.isfinite(value)):
+        raise ValueError(f"`--{name}` must be {kind}, got {value!r}.")
+    too_low = low is not None and (value < low or (value == low and not low_inclusive))
+    if too_low or (high is not None and value > high):
+        bound = "" if low is None else f"{'>=' if low_inclusive else '>'} {low}"
+        bound += "" if high is None else f"{' and ' if bound else ''}<= {high}"
+        raise ValueError(f"`--{name}` must be {bound}, got {value!r}.")
+
+
+def check_unet_config(unet_config: Mapping[str, Any], resolution: int) -> None:
+    r"""
+    Refuses a UNet description that diffusers would fail on deep inside, or that the resolution cannot go through.
+
+    Args:
+        unet_config (`Mapping[str, Any]`): The merged `--unet_config`.
+        resolution (`int`): The image side (`--resolution`).
+    """
+    allowed = _allowed_unet_config_keys()
+    unknown = sorted(set(unet_config) - allowed)
+    if unknown:
+        raise ValueError(f"Unknown `--unet_config` keys {unknown}; allowed: {sorted(allowed)}.")
+    channels = list(unet_config["block_out_channels"])
+    down, up = list(unet_config["down_block_types"]), list(unet_config["up_block_types"])
+    if not (len(channels) == len(down) == len(up)) or not channels:
+        raise ValueError(
+            f"`--unet_config` describes {len(channels)} levels in block_out_channels, {len(down)} down_block_types and "
+            f"{len(up)} up_block_types; give one entry per level in each (the default has {len(DEFAULT_UNET_CONFIG['down_block_types'])})."
+        )
+    for key in ("norm_num_groups", "attn_norm_num_groups"):
+        groups = unet_config.get(key)
+        if groups is not None and any(c % groups for c in channels):
+            raise ValueError(
+                f"`--unet_config` {key}={groups} does not divide every block_out_channels {channels}; choose a "
+                "number of groups that divides each."
+            )
+    head_dim = unet_config.get("attention_head_dim")
+    attention_channels = [c for c, block in zip(channels, down) if "Attn" in block] + [channels[-1]]
+    if head_dim is not None and any(c % head_dim for c in attention_channels):
+        raise ValueError(
+            f"`--unet_config` attention_head_dim={head_dim} does not divide the channels of every attention block "
+            f"{attention_channels}; choose one that does."
+        )
+    downsamplings = len(channels) - 1
+    if resolution % 2**downsamplings:
+        raise ValueError(
+            f"`--resolution {resolution}` cannot be halved {downsamplings} times by the {len(channels)}-level UNet; "
+            f"pass a multiple of {2**downsamplings} (or fewer levels in `--unet_config`)."
+        )
 
 
 def _allowed_unet_config_keys() -> set[str]:

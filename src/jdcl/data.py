@@ -138,6 +138,13 @@ def _find_label_column(features: datasets.Features, label_column: str | None) ->
     for name in _LABEL_COLUMN_CANDIDATES:
         if name in features and _is_int_feature(features[name]):
             return name
+    for name in _LABEL_COLUMN_CANDIDATES:
+        if name in features:
+            raise ValueError(
+                f"Column '{name}' looks like the labels but holds {features[name]!r}, not class indices. Encode it "
+                f"first (`dataset.class_encode_column('{name}')` makes a `ClassLabel` of its values), or pass "
+                "--label_column with an integer column."
+            )
     raise ValueError(
         "Could not find a label column (a `datasets.ClassLabel` feature, or an integer column named one of "
         f"{list(_LABEL_COLUMN_CANDIDATES)}); available columns: {available}. Pass --label_column with the column "
@@ -238,6 +245,17 @@ def load_classification_dataset(
         raise ValueError("The 'train' split is empty. Pass a data set with training examples.")
 
     image_column = _find_image_column(train.features, image_column)
+    if (
+        train_data_dir is not None
+        and label_column is None
+        and not any(isinstance(feature, datasets.ClassLabel) for feature in train.features.values())
+    ):
+        class_folders = sorted(entry.name for entry in os.scandir(train_data_dir) if entry.is_dir())
+        raise ValueError(
+            f"The image folder {train_data_dir} has {len(class_folders)} class subfolder(s) {class_folders[:5]}, so "
+            "`datasets` gives its images no labels; a class-incremental run needs at least two classes, laid out as "
+            "class_name/image.png with one subfolder per class."
+        )
     label_column = _find_label_column(train.features, label_column)
 
     if test_split is not None:
@@ -462,19 +480,26 @@ def prepare_tensors(
         folder = os.path.join(cache_dir or datasets.config.HF_DATASETS_CACHE, "jdcl-images")
         os.makedirs(folder, exist_ok=True)
         cache_file_name = os.path.join(folder, f"{dataset._fingerprint}-{resolution}px-{num_channels}ch.arrow")
-    converted = dataset.select_columns([image_column]).map(
-        convert,
-        batched=True,
-        batch_size=batch_size,
-        input_columns=[image_column],
-        remove_columns=[image_column],
-        features=datasets.Features(
-            {"pixel_values": datasets.Array3D(shape=(num_channels, resolution, resolution), dtype="uint8")}
-        ),
-        cache_file_name=cache_file_name,
-        load_from_cache_file=cache_file_name is not None,
-        desc="Decoding and resizing images" if show_progress else None,
-    )
+    bars_were_disabled = datasets.are_progress_bars_disabled()
+    if not show_progress:
+        datasets.disable_progress_bars()
+    try:
+        converted = dataset.select_columns([image_column]).map(
+            convert,
+            batched=True,
+            batch_size=batch_size,
+            input_columns=[image_column],
+            remove_columns=[image_column],
+            features=datasets.Features(
+                {"pixel_values": datasets.Array3D(shape=(num_channels, resolution, resolution), dtype="uint8")}
+            ),
+            cache_file_name=cache_file_name,
+            load_from_cache_file=cache_file_name is not None,
+            desc="Decoding and resizing images",
+        )
+    finally:
+        if not bars_were_disabled:
+            datasets.enable_progress_bars()
     # Formatters widen integers to int64 unless told otherwise.
     pixels = converted.with_format("numpy", dtype=np.uint8)[:]["pixel_values"]
     images = torch.from_numpy(np.ascontiguousarray(pixels))

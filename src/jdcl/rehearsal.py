@@ -7,6 +7,7 @@ gathered, so every process trains on the same set.
 """
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_file
 from .models.joint_unet_2d import JointUNet2DModel, class_mask, mask_logits
-from .pipelines.pipeline_jdcl import JDCLPipeline
+from .pipelines.pipeline_jdcl import JDCLPipeline, check_sampling_arguments
 
 
 logger = logging.getLogger(__name__)
@@ -154,8 +155,15 @@ class RehearsalSampler:
             raise ValueError(f"`sampler` must be one of {list(REHEARSAL_SAMPLERS)}, got {self.sampler!r}.")
         if self.selection not in REHEARSAL_SELECTIONS:
             raise ValueError(f"`selection` must be one of {list(REHEARSAL_SELECTIONS)}, got {self.selection!r}.")
+        if isinstance(self.samples_per_class, bool) or not isinstance(self.samples_per_class, int):
+            raise ValueError(f"`samples_per_class` must be an integer, got {self.samples_per_class!r}.")
         if self.samples_per_class < 0:
             raise ValueError(f"`samples_per_class` must not be negative, got {self.samples_per_class}.")
+        check_sampling_arguments(self.batch_size, self.num_inference_steps, self.guidance_scale, self.eta)
+        if not math.isfinite(self.max_sampling_factor) or self.max_sampling_factor < 1:
+            raise ValueError(
+                f"`max_sampling_factor` must be >= 1 (a multiple of the quota), got {self.max_sampling_factor}."
+            )
 
     @classmethod
     def from_config(cls, config) -> "RehearsalSampler":

@@ -11,10 +11,14 @@
   logs/                    tensorboard
 """
 
+import contextlib
 import json
+import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+import filelock
 import PIL.Image
 
 from .atomic import atomic_directory, write_json
@@ -26,6 +30,7 @@ from .plotting import plot_accuracy_matrix, save_image_atomically
 
 RUN_CONFIG_NAME = "run_config.json"
 METRICS_NAME = "metrics.json"
+LOCK_NAME = ".jdcl.lock"
 
 
 class RunFolder:
@@ -48,40 +53,100 @@ class RunFolder:
     def has_task(self, task_index: int) -> bool:
         return (self.task_dir(task_index) / "model_index.json").is_file()
 
-    def check(self, identity: dict, resume: bool) -> None:
+    def holds_results(self) -> bool:
+        """Whether the folder holds anything a run would lose: a task folder, a stage checkpoint or kept state."""
+        if any(self.path.glob("task-*")) or any(self.checkpoint_dir.glob("*/checkpoint-*")):
+            return True
+        return self.state_dir.is_dir() and any(path.is_file() for path in self.state_dir.rglob("*"))
+
+    def check(self, identity: dict, resume: bool) -> bool:
         r"""
-        Refuses a folder that holds another run, or this run without `--resume_from_checkpoint`.
+        Refuses a folder that holds results of another run, or of this run without `--resume_from_checkpoint`.
 
         Args:
             identity (`dict`): What defines the experiment (see [`JDCLTrainingConfig.run_identity`]).
             resume (`bool`): Whether the run continues what the folder holds.
+
+        Returns:
+            `bool`: whether the folder is claimed afresh (its `run_config.json`, if any, is then replaced). A folder
+            whose run failed before finishing a task or writing a checkpoint may be claimed by another configuration.
         """
         run_config_path = self.path / RUN_CONFIG_NAME
-        if run_config_path.exists():
-            previous = json.loads(run_config_path.read_text()).get("identity") or {}
-            previous = normalize_legacy_keys(previous)
-            if previous != identity:
-                changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
-                raise ValueError(
-                    f"{self.path} holds a run of another configuration (differs in {changed}). Choose another "
-                    "--output_dir, or remove that folder."
-                )
-            if not resume:
-                raise ValueError(
-                    f"{self.path} already holds this run. Pass --resume_from_checkpoint latest to continue it, "
-                    "or choose another --output_dir."
-                )
-        elif self.path.exists() and any(self.path.glob("task-*")):
+        if not self.holds_results():
+            return True
+        if not run_config_path.exists():
             raise ValueError(
-                f"{self.path} holds task folders but no {RUN_CONFIG_NAME}; it is not a jdcl run of this "
+                f"{self.path} holds task folders or checkpoints but no {RUN_CONFIG_NAME}; it is not a jdcl run of this "
                 "configuration. Choose another --output_dir."
             )
+        previous = normalize_legacy_keys(json.loads(run_config_path.read_text()).get("identity") or {})
+        if previous != identity:
+            changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+            raise ValueError(
+                f"{self.path} holds a run of another configuration (differs in {changed}). Choose another "
+                "--output_dir, or remove that folder."
+            )
+        if not resume:
+            raise ValueError(
+                f"{self.path} already holds this run. Pass --resume_from_checkpoint latest to continue it, "
+                "or choose another --output_dir."
+            )
+        return False
 
-    def write_run_config(self, identity: dict, config: dict) -> None:
-        """Claims the folder for this run (once: a resumed run keeps the first record)."""
+    def check_resume_target(self, resume_from_checkpoint: str | None) -> None:
+        r"""
+        Refuses a `--resume_from_checkpoint` that is neither `latest` nor a stage checkpoint of this folder.
+
+        Args:
+            resume_from_checkpoint (`str`, *optional*): The flag's value.
+        """
+        if resume_from_checkpoint in (None, "latest"):
+            return
+        path = Path(resume_from_checkpoint)
+        is_checkpoint = (
+            path.is_dir()
+            and re.fullmatch(r"checkpoint-\d+", path.name) is not None
+            and (path / "stage_state.json").is_file()
+            and path.resolve().parent.parent == self.checkpoint_dir.resolve()
+        )
+        if not is_checkpoint:
+            found = sorted(str(p) for p in self.checkpoint_dir.glob("*/checkpoint-*") if p.is_dir())
+            raise ValueError(
+                f"--resume_from_checkpoint {resume_from_checkpoint} is not a stage checkpoint of this run (a folder "
+                f"{self.checkpoint_dir}/task-K-<stage>/checkpoint-N); pass 'latest' to continue where the run stopped"
+                + (f", or one of {found}." if found else ".")
+            )
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Holds the folder for one live run; a second run into it is refused. The OS releases it if the run dies."""
         self.path.mkdir(parents=True, exist_ok=True)
-        if not (self.path / RUN_CONFIG_NAME).exists():
+        lock = filelock.FileLock(self.path / LOCK_NAME, timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise ValueError(
+                f"Another jdcl run is live in {self.path} (it holds {self.path / LOCK_NAME}). Wait for it to end, or "
+                "choose another --output_dir."
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def write_run_config(self, identity: dict, config: dict, replace: bool = False) -> None:
+        """Claims the folder for this run (once, unless `replace`: a resumed run keeps the first record)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if replace or not (self.path / RUN_CONFIG_NAME).exists():
             write_json({"identity": identity, "config": config}, self.path / RUN_CONFIG_NAME)
+
+    def write_task_record(self, task_index: int, record: dict) -> None:
+        """Keeps what metrics.json says of a task in `state/task-K/record.json`, written before the task folder."""
+        write_json(record, self.state_dir / self.task_dir(task_index).name / "record.json")
+
+    def read_task_record(self, task_index: int) -> dict | None:
+        path = self.state_dir / self.task_dir(task_index).name / "record.json"
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def load_metrics(self, resume: bool) -> dict:
         """What `metrics.json` holds when resuming, else an empty record."""

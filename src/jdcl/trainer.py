@@ -65,6 +65,12 @@ class ContinualTrainer:
     ):
         self.config = config
         self.run_folder = RunFolder(config.output_dir)
+        on_cuda = accelerator.device.type == "cuda" if accelerator is not None else torch.cuda.is_available()
+        if config.mixed_precision == "fp16" and not on_cuda:
+            raise ValueError(
+                "`--mixed_precision fp16` needs a CUDA device, and none is here; on a CPU pass `--mixed_precision "
+                "bf16` (bf16 autocast runs on CPUs) or `no`."
+            )
         self._owns_accelerator = accelerator is None
         if accelerator is None:
             accelerator = Accelerator(
@@ -86,7 +92,8 @@ class ContinualTrainer:
         self.num_channels = infer_num_channels(self.data.train, self.data.image_column)
         self.pretrained_model = self._load_pretrained_model()
         self.identity = {**config.run_identity(), "class_order": self.class_order, "tasks": self.split.tasks}
-        self.run_folder.check(self.identity, resume=config.resume_from_checkpoint is not None)
+        self.claims_folder = self.run_folder.check(self.identity, resume=config.resume_from_checkpoint is not None)
+        self.run_folder.check_resume_target(config.resume_from_checkpoint)
 
         self.sampling_scheduler = DDIMScheduler.from_config(noise_scheduler_from_config(config).config)
         self.stages = StageRunner(
@@ -131,7 +138,10 @@ class ContinualTrainer:
         path = self.config.pretrained_model_name_or_path
         if path is None:
             return None
-        model = JDCLPipeline.from_pretrained(path).unet
+        try:
+            model = JDCLPipeline.from_pretrained(path).unet
+        except OSError as error:
+            raise ValueError(f"--pretrained_model_name_or_path {path} could not be loaded: {error}") from None
         expected = {"sample_size": self.config.resolution, "in_channels": self.num_channels}
         expected["num_classes"] = self.data.num_classes
         for key, value in expected.items():
@@ -215,13 +225,19 @@ class ContinualTrainer:
         Returns:
             `dict`: what `metrics.json` holds.
         """
+        if not self.accelerator.is_main_process:
+            return self._train()
+        with self.run_folder.lock():
+            return self._train()
+
+    def _train(self) -> dict:
         config, accelerator = self.config, self.accelerator
         resume = config.resume_from_checkpoint is not None
         set_seed(config.seed)
         # Every process checked the folder when it was built: none may claim it before all have.
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            self.run_folder.write_run_config(self.identity, config.to_dict())
+            self.run_folder.write_run_config(self.identity, config.to_dict(), replace=self.claims_folder)
         if accelerator.is_main_process and config.logger != "none":
             tracker_config = {
                 k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool)) and v is not None
@@ -256,7 +272,18 @@ class ContinualTrainer:
             if task.rehearsal is not None:
                 metrics["rehearsal"][str(task_index + 1)] = task.rehearsal
 
-            # 4. Save the task's pipeline, then the metrics; then its stage checkpoints are no longer needed.
+            # 4. Keep the task's record, save its pipeline, then the metrics; its stage checkpoints are then no
+            #    longer needed.
+            if accelerator.is_main_process:
+                self.run_folder.write_task_record(
+                    task_index,
+                    {
+                        "accuracy_per_task": evaluation.accuracy_per_task,
+                        "accuracy_seen": evaluation.accuracy_seen,
+                        "stage_seconds": task.stage_seconds,
+                        "rehearsal": task.rehearsal,
+                    },
+                )
             self._save_task(task_index, model, accuracy_matrix, summary)
             self._write_metrics(metrics, accuracy_matrix)
             self._report(task_index, evaluation.accuracy_seen, summary)
@@ -281,13 +308,25 @@ class ContinualTrainer:
     def _load_finished_task(self, task_index: int, metrics: dict, accuracy_matrix: AccuracyMatrix) -> JointUNet2DModel:
         task_dir = self.run_folder.task_dir(task_index)
         model = JDCLPipeline.from_pretrained(task_dir).unet.to(self.accelerator.device).eval()
+        record = self.run_folder.read_task_record(task_index)
+        key = str(task_index + 1)
         if task_index < len(metrics["accuracy_matrix"]) and task_index < len(metrics["accuracy_seen"]):
             accuracy_matrix.add_row(metrics["accuracy_matrix"][task_index][: task_index + 1])
+        elif record is not None:
+            # Killed between saving the task folder and writing metrics.json: its record says what it measured.
+            accuracy_matrix.add_row(record["accuracy_per_task"])
+            metrics["accuracy_seen"] = metrics["accuracy_seen"][:task_index] + [record["accuracy_seen"]]
+            metrics["stage_seconds"][key] = record["stage_seconds"]
+            if record["rehearsal"] is not None:
+                metrics["rehearsal"][key] = record["rehearsal"]
         else:
-            # Killed between saving the task folder and writing metrics.json: evaluate it again.
+            # A folder of a jdcl version that kept no task record: evaluate the task again.
             evaluation = self._evaluate(model, task_index)
             accuracy_matrix.add_row(evaluation.accuracy_per_task)
             metrics["accuracy_seen"] = metrics["accuracy_seen"][:task_index] + [evaluation.accuracy_seen]
+        if self.accelerator.is_main_process:
+            # Killed after the task folder was saved, its stage checkpoints may have been left behind.
+            self.run_folder.remove_stage_checkpoints(task_index)
         logger.info(f"Task {task_index + 1} was finished by an earlier run; loaded it from {task_dir}.")
         return model
 

@@ -30,8 +30,12 @@ PINNED_ENVIRONMENT = {
     "HF_DATASETS_OFFLINE": "1",
 }
 
+# Every key of the UNet is given, so that the models do not follow changes of the library's defaults.
 UNET = {
     "block_out_channels": [16, 32],
+    "layers_per_block": 2,
+    "dropout": 0.0,
+    "classifier_dropout": 0.1,
     "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
     "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
     "attention_head_dim": 16,

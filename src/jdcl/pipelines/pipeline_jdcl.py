@@ -12,6 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 import inspect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,6 +49,28 @@ class JDCLClassificationOutput(BaseOutput):
     labels: torch.Tensor
     probabilities: torch.Tensor
     label_names: list[str]
+
+
+def check_sampling_arguments(
+    batch_size: int, num_inference_steps: int, guidance_scale: float = 0.0, eta: float = 0.0
+) -> None:
+    r"""
+    Refuses sampling settings that would reach the maths as nonsense (NaN images, a cryptic error deep in torch).
+
+    Args:
+        batch_size (`int`): Images at once, >= 1.
+        num_inference_steps (`int`): Denoising steps, >= 1.
+        guidance_scale (`float`, *optional*, defaults to 0.0): Classifier guidance, finite and >= 0.
+        eta (`float`, *optional*, defaults to 0.0): DDIM's eta, in [0, 1].
+    """
+    for name, value in (("batch_size", batch_size), ("num_inference_steps", num_inference_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+    for name, value, high in (("guidance_scale", guidance_scale, None), ("eta", eta, 1.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+        if value < 0 or (high is not None and value > high):
+            raise ValueError(f"`{name}` must be >= 0{f' and <= {high}' if high is not None else ''}, got {value!r}.")
 
 
 class JDCLPipeline(DiffusionPipeline):
@@ -288,6 +311,7 @@ class JDCLPipeline(DiffusionPipeline):
         Returns:
             `torch.Tensor` of shape `(batch_size, channels, height, width)` in [-1, 1].
         """
+        check_sampling_arguments(batch_size, num_inference_steps, guidance_scale, eta)
         device = self._execution_device
         image = randn_tensor(
             (batch_size, *self.image_shape), generator=generator, device=device, dtype=self.unet.dtype
@@ -365,10 +389,7 @@ class JDCLPipeline(DiffusionPipeline):
         """
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
-        if batch_size < 1:
-            raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
-        if num_inference_steps < 1:
-            raise ValueError(f"`num_inference_steps` must be at least 1, got {num_inference_steps}.")
+        check_sampling_arguments(batch_size, num_inference_steps, guidance_scale, eta)
         labels = None
         if class_labels is not None:
             labels = self._labels_tensor(class_labels, batch_size)
@@ -437,6 +458,10 @@ class JDCLPipeline(DiffusionPipeline):
             images = images[None]
         if images.dtype == torch.uint8:
             raise ValueError("Images are uint8; pass floats in [0, 1] (divide by 255) as the pipeline outputs them.")
+        if not images.is_floating_point():
+            raise ValueError(f"Images must be floats in [0, 1], got dtype {images.dtype}.")
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError("`images` hold NaN or infinite values; pass finite floats in [0, 1].")
         if images.numel() and (images.min() < -1e-3 or images.max() > 1 + 1e-3):
             raise ValueError(
                 "Image values must be in [0, 1], the pipeline's output convention; got values in "
@@ -464,6 +489,8 @@ class JDCLPipeline(DiffusionPipeline):
             [`JDCLClassificationOutput`]: `labels` of shape `(batch,)`, `probabilities` of shape
             `(batch, num_classes)` and the `label_names`.
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
         classes = self.seen_classes if classes is None else self.class_indices(classes, seen_only=False)
         pixel_values = self.preprocess_images(images)
         logits = torch.cat(

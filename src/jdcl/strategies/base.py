@@ -1,6 +1,7 @@
 """What every continual-learning method shares: the task it is given, the tools it trains with, and the registry."""
 
 import copy
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import ClassVar
 from accelerate import Accelerator
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from ..atomic import atomic_directory
+from ..atomic import atomic_directory, write_json
 from ..data import TensorData
 from ..models.joint_unet_2d import JointUNet2DModel
 from ..objectives import JointObjective
@@ -143,19 +144,28 @@ class ContinualStrategy:
         return self.state_dir / f"task-{task_index + 1}" if self.state_dir is not None else None
 
     def save_state_model(self, task: Task, name: str, model: JointUNet2DModel) -> None:
-        """Keeps `model` as `state/task-K/<name>`, for a resumed run (written by the main process, atomically)."""
+        r"""
+        Keeps `model` as `state/task-K/<name>` for a resumed run, with the stage times of `task` so far (written by
+        the main process, atomically).
+        """
         if self.state_dir is not None and self.accelerator.is_main_process:
             with atomic_directory(self.task_state_dir(task.index) / name) as temporary:
                 model.save_pretrained(temporary)
+                write_json(task.stage_seconds, temporary / "stage_seconds.json")
         self.accelerator.wait_for_everyone()
 
-    def load_state_model(self, task_index: int, name: str) -> JointUNet2DModel | None:
-        """The model kept as `state/task-K/<name>`, or `None`."""
+    def load_state_model(self, task_index: int, name: str, task: Task | None = None) -> JointUNet2DModel | None:
+        r"""
+        The model kept as `state/task-K/<name>`, or `None`. Given the `task` it was kept for, the stage times kept
+        with it are restored into `task.stage_seconds`.
+        """
         if self.state_dir is None:
             return None
         saved = self.task_state_dir(task_index) / name
         if not (saved / "config.json").is_file():
             return None
+        if task is not None and (saved / "stage_seconds.json").is_file():
+            task.stage_seconds.update(json.loads((saved / "stage_seconds.json").read_text()))
         return JointUNet2DModel.from_pretrained(saved).to(self.accelerator.device).eval()
 
     def rehearsal(self, task: Task, sources: list[RehearsalSource]) -> RehearsalSet:

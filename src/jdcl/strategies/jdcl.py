@@ -47,7 +47,7 @@ class JDCLStrategy(ContinualStrategy):
             return self.train_first_task(task, previous)
 
         # 2. The local stage, kept so that a resumed run does not train it again.
-        local_model = self.load_state_model(task.index, "local")
+        local_model = self.load_state_model(task.index, "local", task=task)
         if local_model is None:
             local_init = previous if config.local_init == "global" else None
             local_model = self.stages.run(
