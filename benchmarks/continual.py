@@ -64,7 +64,7 @@ except ImportError:  # pragma: no cover
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from jdcl import JDCLPipeline
-from jdcl.config import JDCLTrainingConfig, normalize_legacy_keys
+from jdcl.config import JDCLTrainingConfig, add_missing_defaults
 from jdcl.data import ClassificationData, infer_num_channels, load_classification_dataset, prepare_tensors
 from jdcl.hub import task_revision
 from jdcl.tasks import ClassIncrementalSplit, resolve_class_order
@@ -85,6 +85,8 @@ DATASET_NAME = "mnist-10k"
 ROW_FIELDS = (
     "strategy",
     "no_distillation",
+    "buffer_size",
+    "buffer_policy",
     "replay_sampler",
     "replay_selection",
     "replay_eta",
@@ -339,7 +341,7 @@ def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, A
             )
         for row, entry in results["rows"].items():
             # Rows recorded before the ablations became strategies name them by their old flags.
-            recorded_fields = normalize_legacy_keys(entry.get("fields") or {})
+            recorded_fields = add_missing_defaults(entry.get("fields") or {})
             if row in ROWS and recorded_fields != ROWS[row]:
                 raise SystemExit(
                     f"{path} holds {row} runs with {recorded_fields}, but the row now means {ROWS[row]} (the row or "

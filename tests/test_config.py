@@ -68,7 +68,7 @@ def test_unknown_keys_are_refused(tmp_path):
         JDCLTrainingConfig.from_file(preset)
     with pytest.raises(ValueError, match="Unknown configuration keys"):
         JDCLTrainingConfig.from_dict({"learning_rat": 1e-3})
-    with pytest.raises(ValueError, match="Unknown `unet_config` keys"):
+    with pytest.raises(ValueError, match="Unknown `--unet_config` keys"):
         JDCLTrainingConfig(unet_config={"channels": [1]})
     with pytest.raises(ValueError, match="does not exist"):
         JDCLTrainingConfig.from_file(tmp_path / "missing.yaml")
@@ -119,6 +119,7 @@ def test_the_ablation_flags_of_earlier_versions_name_their_strategies():
 def test_every_registered_strategy_is_a_choice():
     from jdcl.strategies import STRATEGIES
 
-    assert set(STRATEGIES) == {"jdcl", "finetune", "cumulative", "single_stage", "separate"}
+    assert set(STRATEGIES) == {"jdcl", "finetune", "cumulative", "single_stage", "separate", "replay_buffer"}
     for name in STRATEGIES:
-        assert JDCLTrainingConfig(strategy=name).strategy == name
+        buffer_size = 100 if STRATEGIES[name].stores_images else None
+        assert JDCLTrainingConfig(strategy=name, buffer_size=buffer_size).strategy == name

@@ -28,8 +28,8 @@ DEFAULT_UNET_CONFIG = {
     "classifier_dropout": 0.1,
 }
 
-# The valid range of every number of the configuration, inclusive (`None`: unbounded); `first_task_train_steps` may
-# also be `None`.
+# The valid range of every number of the configuration, inclusive (`None`: unbounded); `first_task_train_steps` and
+# `buffer_size` may also be `None`.
 INTEGER_RANGES = {
     "resolution": (1, None),
     "num_tasks": (1, None),
@@ -48,6 +48,7 @@ INTEGER_RANGES = {
     "seed": (0, 2**32 - 1),
     "checkpointing_steps": (1, None),
     "checkpoints_total_limit": (1, None),
+    "buffer_size": (1, None),
 }
 # (low, high, whether low itself is allowed); every float must also be finite.
 FLOAT_RANGES = {
@@ -149,6 +150,10 @@ class JDCLTrainingConfig:
         local_init (`str`): "global" (the paper's text: the local model starts from the previous global model) or
             "scratch" (the authors' CIFAR scripts).
         no_distillation (`bool`): Ablation of "jdcl" and "single_stage": plain joint losses instead of distillation.
+        buffer_size (`int`, *optional*): The most real images "replay_buffer" stores across tasks (at least one per
+            class of the run); only that method stores images.
+        buffer_policy (`str`): Which images "replay_buffer" keeps: "class_balanced" (an equal share per seen class)
+            or "reservoir" (reservoir sampling over the stream of examples).
         replay_samples_per_class (`int`): Rehearsal quota per class.
         replay_inference_steps (`int`): DDIM steps per rehearsal sample.
         replay_batch_size (`int`): Rehearsal samples generated at once, per process.
@@ -217,6 +222,8 @@ class JDCLTrainingConfig:
     strategy: str = "jdcl"
     local_init: str = "global"
     no_distillation: bool = False
+    buffer_size: int | None = None
+    buffer_policy: str = "class_balanced"
     replay_samples_per_class: int = 100
     replay_inference_steps: int = 20
     replay_batch_size: int = 256
@@ -253,6 +260,7 @@ class JDCLTrainingConfig:
             "local_init": LOCAL_INITS,
             "replay_sampler": REPLAY_SAMPLERS,
             "replay_selection": REPLAY_SELECTIONS,
+            "buffer_policy": ("class_balanced", "reservoir"),
             "mixed_precision": ("no", "fp16", "bf16"),
             "logger": ("tensorboard", "wandb", "all", "none"),
         }
@@ -378,10 +386,26 @@ def normalize_legacy_keys(values: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+# Fields added after runs were recorded without them; a record that lacks one ran with its default.
+ADDED_FIELDS = ("buffer_size", "buffer_policy")
+
+
+def add_missing_defaults(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    r"""
+    Recorded configuration values (a run folder's identity, a benchmark row) in today's keys, with the fields added
+    since at their defaults, so that a record of a run compares equal to the same run configured today.
+
+    Args:
+        recorded (`Mapping[str, Any]`): The recorded values.
+    """
+    defaults = JDCLTrainingConfig().to_dict()
+    return {**{name: defaults[name] for name in ADDED_FIELDS}, **normalize_legacy_keys(recorded)}
+
+
 def _check_number(
     name: str, value: Any, low: float | None, high: float | None, integer: bool, low_inclusive: bool = True
 ) -> None:
-    if value is None and name == "first_task_train_steps":
+    if value is None and name in ("first_task_train_steps", "buffer_size"):
         return
     kind = "an integer" if integer else "a number"
     valid = isinstance(value, int) if integer else isinstance(value, (int, float))

@@ -22,7 +22,7 @@ import filelock
 import PIL.Image
 
 from .atomic import atomic_directory, write_json
-from .config import normalize_legacy_keys
+from .config import add_missing_defaults
 from .metrics import AccuracyMatrix
 from .pipelines.pipeline_jdcl import JDCLPipeline
 from .plotting import plot_accuracy_matrix, save_image_atomically
@@ -79,7 +79,7 @@ class RunFolder:
                 f"{self.path} holds task folders or checkpoints but no {RUN_CONFIG_NAME}; it is not a jdcl run of this "
                 "configuration. Choose another --output_dir."
             )
-        previous = normalize_legacy_keys(json.loads(run_config_path.read_text()).get("identity") or {})
+        previous = add_missing_defaults(json.loads(run_config_path.read_text()).get("identity") or {})
         if previous != identity:
             changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
             raise ValueError(

@@ -69,7 +69,8 @@ class StageBatch:
 
 class StageData:
     r"""
-    The data one stage samples from, uniformly: real images and/or generated rehearsal.
+    The data one stage samples from: real images and/or generated rehearsal, drawn uniformly, and optionally a
+    buffer of stored real images that fills a fixed share of every batch (experience replay).
 
     Real images stay uint8 until a batch is on the device. Batches are drawn from a generator seeded by the step, so
     a resumed stage sees exactly the batches the killed one would have seen, with no data-loader state to save.
@@ -77,13 +78,23 @@ class StageData:
     Args:
         real ([`TensorData`], *optional*): Real training images of the stage's classes.
         rehearsal ([`RehearsalSet`], *optional*): Generated images.
+        buffer ([`TensorData`], *optional*): Stored real images of earlier classes (rehearsal, `is_old`).
+        buffer_fraction (`float`, *optional*, defaults to 0.5): The share of every batch drawn from `buffer`.
     """
 
-    def __init__(self, real: TensorData | None = None, rehearsal: RehearsalSet | None = None):
+    def __init__(
+        self,
+        real: TensorData | None = None,
+        rehearsal: RehearsalSet | None = None,
+        buffer: TensorData | None = None,
+        buffer_fraction: float = 0.5,
+    ):
         real = real if real is not None and len(real) else None
         rehearsal = rehearsal if rehearsal is not None and len(rehearsal) else None
         if real is None and rehearsal is None:
             raise ValueError("A training stage has no data: the task has no examples and no rehearsal was generated.")
+        if not 0 < buffer_fraction < 1:
+            raise ValueError(f"`buffer_fraction` must be between 0 and 1, got {buffer_fraction}.")
         self.real_images = real.images if real is not None else None
         self.rehearsal_images = rehearsal.images.float() if rehearsal is not None else None
         self.num_real = len(real) if real is not None else 0
@@ -91,11 +102,25 @@ class StageData:
         is_old = [torch.zeros(self.num_real, dtype=torch.bool)] + ([rehearsal.is_old] if rehearsal is not None else [])
         self.labels = torch.cat(labels)
         self.is_old = torch.cat(is_old)
+        self.buffer = buffer if buffer is not None and len(buffer) else None
+        self.buffer_fraction = buffer_fraction
 
     def __len__(self) -> int:
         return self.labels.numel()
 
     def sample(self, batch_size: int, generator: torch.Generator, device: torch.device) -> StageBatch:
+        if self.buffer is None:
+            return self._sample(batch_size, generator, device)
+        num_buffer = round(batch_size * self.buffer_fraction)
+        batch = self._sample(batch_size - num_buffer, generator, device)
+        indices = torch.randint(0, len(self.buffer), (num_buffer,), generator=generator)
+        return StageBatch(
+            images=torch.cat([batch.images, self.buffer.images[indices].to(device).float().div(127.5).sub(1.0)]),
+            labels=torch.cat([batch.labels, self.buffer.labels[indices].to(device)]),
+            is_old=torch.cat([batch.is_old, torch.ones(num_buffer, dtype=torch.bool, device=device)]),
+        )
+
+    def _sample(self, batch_size: int, generator: torch.Generator, device: torch.device) -> StageBatch:
         indices = torch.randint(0, len(self), (batch_size,), generator=generator)
         from_real = indices < self.num_real
         if bool(from_real.all()):

@@ -89,6 +89,7 @@ class ContinualTrainer:
         self.data = data if data is not None else self._load_data()
         self.class_order = resolve_class_order(config.class_order, self.data.class_names)
         self.split = ClassIncrementalSplit.from_order(self.class_order, config.num_tasks)
+        STRATEGIES[config.strategy].check_classes(config, len(self.split.all_classes))
         self.num_channels = infer_num_channels(self.data.train, self.data.image_column)
         self.pretrained_model = self._load_pretrained_model()
         self.identity = {**config.run_identity(), "class_order": self.class_order, "tasks": self.split.tasks}

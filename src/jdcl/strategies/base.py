@@ -73,6 +73,9 @@ class ContinualStrategy:
     """
 
     name: ClassVar[str]
+    # Whether `--no_distillation` (an ablation of distillation) and `--buffer_size` (stored images) mean something here.
+    distils: ClassVar[bool] = False
+    stores_images: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -96,11 +99,20 @@ class ContinualStrategy:
     @classmethod
     def check_config(cls, config) -> None:
         r"""Refuses settings the method cannot honour, before any data is loaded (raise `ValueError`)."""
-        if config.no_distillation:
+        if config.no_distillation and not cls.distils:
             raise ValueError(
                 f"`--no_distillation` is an ablation of JDCL's distillation; `--strategy {cls.name}` distils nothing. "
                 "Use `--strategy jdcl` or `--strategy single_stage`."
             )
+        if config.buffer_size is not None and not cls.stores_images:
+            raise ValueError(
+                f"`--buffer_size` is the image store of `--strategy replay_buffer`; `--strategy {cls.name}` stores no "
+                "images. Drop it, or use `--strategy replay_buffer`."
+            )
+
+    @classmethod
+    def check_classes(cls, config, num_classes: int) -> None:
+        r"""Refuses settings that do not fit the run's classes, before any training (raise `ValueError`)."""
 
     def train_task(self, task: Task, previous: JointUNet2DModel | None) -> JointUNet2DModel:
         r"""

@@ -23,10 +23,7 @@ class JDCLStrategy(ContinualStrategy):
     """
 
     name = "jdcl"
-
-    @classmethod
-    def check_config(cls, config) -> None:
-        pass
+    distils = True
 
     def train_first_task(self, task: Task, previous: JointUNet2DModel | None) -> JointUNet2DModel:
         """One joint stage on the first task's real data (from a pretrained model when the run has one)."""
