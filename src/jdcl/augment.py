@@ -107,6 +107,9 @@ class TwoViewAugmentation(torch.nn.Module):
             )
         self.classifier_geometric = K.AugmentationSequential(*classifier_ops)
         self.randaugment = RandAugment(n=randaugment_n, m=randaugment_m) if randaugment_n > 0 else None
+        # The weak view of FixMatch's pseudo-labelling, as the authors' semi-supervised code has it: a random
+        # translation of up to 12.5% of the side.
+        self.weak_transform = K.RandomAffine(degrees=0.0, translate=(0.125, 0.125), p=1.0, padding_mode="border")
 
     def _check_input(self, images: torch.Tensor) -> None:
         if not torch.is_tensor(images) or images.ndim != 4:
@@ -182,6 +185,30 @@ class TwoViewAugmentation(torch.nn.Module):
         if self.cutout_size > 0:
             out = self._cutout(out)
         return out
+
+    def weak_view(self, images: torch.Tensor) -> torch.Tensor:
+        """
+        FixMatch's weak view, whatever `enabled` says: a random translation of up to 12.5% of the side.
+
+        Args:
+            images (`torch.Tensor`): Float images in [-1, 1], shape `[B, C, H, W]`.
+        """
+        self._check_input(images)
+        return self.weak_transform(images.float()).clamp(-1.0, 1.0).to(images.dtype)
+
+    def strong_view(self, images: torch.Tensor) -> torch.Tensor:
+        """
+        FixMatch's strong view, whatever `enabled` says: RandAugment, then Cutout.
+
+        Args:
+            images (`torch.Tensor`): Float images in [-1, 1], shape `[B, C, H, W]`.
+        """
+        self._check_input(images)
+        out = (images.float() + 1.0) / 2.0
+        if self.randaugment is not None:
+            out = self._randaugment(out)
+        out = (out.clamp(0.0, 1.0) * 2.0 - 1.0).to(images.dtype)
+        return self._cutout(out) if self.cutout_size > 0 else out
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """

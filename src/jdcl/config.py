@@ -28,8 +28,7 @@ DEFAULT_UNET_CONFIG = {
     "classifier_dropout": 0.1,
 }
 
-# The valid range of every number of the configuration, inclusive (`None`: unbounded); `first_task_train_steps` and
-# `buffer_size` may also be `None`.
+# The valid range of every number of the configuration, inclusive (`None`: unbounded).
 INTEGER_RANGES = {
     "resolution": (1, None),
     "num_tasks": (1, None),
@@ -49,6 +48,8 @@ INTEGER_RANGES = {
     "checkpointing_steps": (1, None),
     "checkpoints_total_limit": (1, None),
     "buffer_size": (1, None),
+    "labeled_per_class": (1, None),
+    "unlabeled_batch_ratio": (1, None),
 }
 # (low, high, whether low itself is allowed); every float must also be finite.
 FLOAT_RANGES = {
@@ -71,6 +72,8 @@ FLOAT_RANGES = {
     "replay_guidance_scale": (0.0, None, True),
     "replay_max_sampling_factor": (1.0, None, True),
     "replay_eta": (0.0, 1.0, True),
+    "labeled_fraction": (0.0, 1.0, False),
+    "pseudo_label_threshold": (0.0, 1.0, False),
 }
 
 # Fields whose change makes an output folder hold "another run": resuming into it would mix two experiments.
@@ -154,6 +157,13 @@ class JDCLTrainingConfig:
             class of the run); only that method stores images.
         buffer_policy (`str`): Which images "replay_buffer" keeps: "class_balanced" (an equal share per seen class)
             or "reservoir" (reservoir sampling over the stream of examples).
+        labeled_fraction (`float`, *optional*): Semi-supervised: the share of each class's training examples that
+            keep their labels, in (0, 1] (seeded, class-balanced, at least one per class); every label when `None`.
+        labeled_per_class (`int`, *optional*): Semi-supervised: how many examples of each class keep their labels.
+        unlabeled_batch_ratio (`int`): Semi-supervised: the unlabelled batch of a local stage is this many times the
+            labelled one (FixMatch's mu; the authors: 7).
+        pseudo_label_threshold (`float`): Semi-supervised: an unlabelled image is pseudo-labelled when the
+            classifier's top probability on its weak view reaches this (FixMatch: 0.95).
         replay_samples_per_class (`int`): Rehearsal quota per class.
         replay_inference_steps (`int`): DDIM steps per rehearsal sample.
         replay_batch_size (`int`): Rehearsal samples generated at once, per process.
@@ -224,6 +234,10 @@ class JDCLTrainingConfig:
     no_distillation: bool = False
     buffer_size: int | None = None
     buffer_policy: str = "class_balanced"
+    labeled_fraction: float | None = None
+    labeled_per_class: int | None = None
+    unlabeled_batch_ratio: int = 7
+    pseudo_label_threshold: float = 0.95
     replay_samples_per_class: int = 100
     replay_inference_steps: int = 20
     replay_batch_size: int = 256
@@ -275,6 +289,8 @@ class JDCLTrainingConfig:
             raise ValueError(
                 f"`--beta_start` ({self.beta_start}) must be below `--beta_end` ({self.beta_end}): the noise grows."
             )
+        if self.labeled_fraction is not None and self.labeled_per_class is not None:
+            raise ValueError("Pass either `--labeled_fraction` or `--labeled_per_class`, not both.")
         STRATEGIES[self.strategy].check_config(self)
         if self.dataset_name is not None and self.train_data_dir is not None:
             raise ValueError("Pass either `--dataset_name` or `--train_data_dir`, not both.")
@@ -283,6 +299,11 @@ class JDCLTrainingConfig:
                 "Passing `--hub_token` while reporting to wandb would expose it; use `huggingface-cli login` instead."
             )
         check_unet_config(self.unet_config, self.resolution)
+
+    @property
+    def semi_supervised(self) -> bool:
+        """Whether some training examples are unlabelled (`--labeled_fraction 1.0` is the supervised run)."""
+        return self.labeled_per_class is not None or (self.labeled_fraction is not None and self.labeled_fraction < 1)
 
     @property
     def total_first_task_steps(self) -> int:
@@ -386,8 +407,17 @@ def normalize_legacy_keys(values: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+# Numbers that may also be `None` (unset).
+OPTIONAL_NUMBERS = ("first_task_train_steps", "buffer_size", "labeled_fraction", "labeled_per_class")
 # Fields added after runs were recorded without them; a record that lacks one ran with its default.
-ADDED_FIELDS = ("buffer_size", "buffer_policy")
+ADDED_FIELDS = (
+    "buffer_size",
+    "buffer_policy",
+    "labeled_fraction",
+    "labeled_per_class",
+    "unlabeled_batch_ratio",
+    "pseudo_label_threshold",
+)
 
 
 def add_missing_defaults(recorded: Mapping[str, Any]) -> dict[str, Any]:
@@ -405,7 +435,7 @@ def add_missing_defaults(recorded: Mapping[str, Any]) -> dict[str, Any]:
 def _check_number(
     name: str, value: Any, low: float | None, high: float | None, integer: bool, low_inclusive: bool = True
 ) -> None:
-    if value is None and name in ("first_task_train_steps", "buffer_size"):
+    if value is None and name in OPTIONAL_NUMBERS:
         return
     kind = "an integer" if integer else "a number"
     valid = isinstance(value, int) if integer else isinstance(value, (int, float))

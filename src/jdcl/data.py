@@ -152,7 +152,8 @@ def _find_label_column(features: datasets.Features, label_column: str | None) ->
     )
 
 
-def _labels_of(dataset: datasets.Dataset, label_column: str) -> np.ndarray:
+def labels_of(dataset: datasets.Dataset, label_column: str) -> np.ndarray:
+    """The class index of every example of `dataset`, as int64."""
     return np.asarray(dataset.with_format("numpy")[label_column], dtype=np.int64)
 
 
@@ -161,7 +162,7 @@ def _carve_test_split(
 ) -> tuple[datasets.Dataset, datasets.Dataset]:
     from sklearn.model_selection import train_test_split
 
-    labels = _labels_of(train, label_column)
+    labels = labels_of(train, label_column)
     indices = np.arange(len(labels))
     _, counts = np.unique(labels, return_counts=True)
     # Stratifying needs at least two examples per class; tiny data sets fall back to a plain random split.
@@ -291,8 +292,8 @@ def load_classification_dataset(
             )
 
     label_feature = train.features[label_column]
-    train_labels = _labels_of(train, label_column)
-    test_labels = _labels_of(test, label_column)
+    train_labels = labels_of(train, label_column)
+    test_labels = labels_of(test, label_column)
     if isinstance(label_feature, datasets.ClassLabel):
         class_names = list(label_feature.names)
     else:
@@ -395,6 +396,19 @@ class TensorData:
             )
         return TensorData(images=self.images[mask], labels=self.labels[mask])
 
+    def select(self, mask: torch.Tensor) -> "TensorData":
+        """
+        Keeps the examples where `mask` (bool, one per example) is `True`, in their original order.
+
+        Args:
+            mask (`torch.Tensor`): Which examples to keep.
+        """
+        return TensorData(images=self.images[mask], labels=self.labels[mask])
+
+    def images_of(self, classes: Sequence[int]) -> torch.Tensor:
+        """The images of the examples of `classes` (possibly none), without their labels."""
+        return self.images[torch.isin(self.labels, torch.as_tensor(list(classes), dtype=torch.int64))]
+
     def to_float(self) -> torch.Tensor:
         """
         Returns:
@@ -466,7 +480,7 @@ def prepare_tensors(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     images_to_tensor([], resolution, num_channels)  # checks the resolution and channels before any decoding
-    labels = torch.from_numpy(_labels_of(dataset, label_column))
+    labels = torch.from_numpy(labels_of(dataset, label_column))
     if len(dataset) == 0:
         return TensorData(
             images=torch.empty((0, num_channels, resolution, resolution), dtype=torch.uint8), labels=labels

@@ -28,6 +28,9 @@ class StageOutputs:
         timesteps (`torch.Tensor`): Its timesteps.
         clean_sample (`torch.Tensor`): The clean classifier view.
         step (`int`): The step of the stage, from 0.
+        unlabeled_logits (`torch.Tensor`, *optional*): The student's logits of the strong views of the batch's
+            unlabelled images (semi-supervised stages).
+        weak_logits (`torch.Tensor`, *optional*): Its logits of their weak views, without gradient.
     """
 
     noise_pred: torch.Tensor | None
@@ -39,6 +42,8 @@ class StageOutputs:
     timesteps: torch.Tensor
     clean_sample: torch.Tensor
     step: int
+    unlabeled_logits: torch.Tensor | None = None
+    weak_logits: torch.Tensor | None = None
 
 
 @dataclass
@@ -164,6 +169,41 @@ class JointObjective:
     def __call__(self, outputs: StageOutputs) -> dict[str, torch.Tensor]:
         _check_outputs(outputs, self)
         return joint_loss(outputs, self.diffusion, self.classification)
+
+
+@dataclass
+class FixMatchObjective(JointObjective):
+    r"""
+    The joint loss of a semi-supervised local stage, FixMatch-style as in the authors' code: the noise MSE on every
+    image (labelled or not), the CE on the labelled ones, and, weighted like the CE, the CE of the strong views of
+    the unlabelled images against the pseudo-labels of their weak views, kept where the classifier's top
+    probability reaches `pseudo_label_threshold` and scaled by the fraction kept.
+
+    Args:
+        diffusion (`float`, *optional*, defaults to 1.0): Weight of the noise MSE.
+        classification (`float`, *optional*, defaults to 1e-3): Weight of both cross-entropies.
+        pseudo_label_threshold (`float`, *optional*, defaults to 0.95): The confidence a pseudo-label needs.
+    """
+
+    pseudo_label_threshold: float = 0.95
+
+    def __call__(self, outputs: StageOutputs) -> dict[str, torch.Tensor]:
+        terms = super().__call__(outputs)
+        if outputs.unlabeled_logits is None:
+            return terms
+        confidence, pseudo_labels = outputs.weak_logits.float().softmax(dim=-1).max(dim=-1)
+        kept = confidence >= self.pseudo_label_threshold
+        fraction_kept = kept.float().mean()
+        pseudo_label_term = outputs.unlabeled_logits.new_zeros((), dtype=torch.float32)
+        if bool(kept.any()):
+            pseudo_label_term = F.cross_entropy(outputs.unlabeled_logits[kept].float(), pseudo_labels[kept])
+        loss = terms["loss"] + self.classification * fraction_kept * pseudo_label_term
+        return {
+            **terms,
+            "loss": loss,
+            "pseudo_label": pseudo_label_term.detach(),
+            "pseudo_label_fraction": fraction_kept.detach(),
+        }
 
 
 @dataclass(repr=False)

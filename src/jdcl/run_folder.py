@@ -31,6 +31,7 @@ from .plotting import plot_accuracy_matrix, save_image_atomically
 RUN_CONFIG_NAME = "run_config.json"
 METRICS_NAME = "metrics.json"
 LOCK_NAME = ".jdcl.lock"
+LABELED_EXAMPLES_NAME = "labeled_examples.json"
 
 
 class RunFolder:
@@ -139,6 +140,24 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         if replace or not (self.path / RUN_CONFIG_NAME).exists():
             write_json({"identity": identity, "config": config}, self.path / RUN_CONFIG_NAME)
+
+    def write_labeled_examples(self, labeled, labels) -> None:
+        r"""
+        Records which training examples keep their labels (semi-supervised): their indices in the training split.
+
+        Args:
+            labeled (`np.ndarray`): One bool per training example.
+            labels (`np.ndarray`): The class of every training example.
+        """
+        kept = labels[labeled]
+        write_json(
+            {
+                "labeled_indices": [int(i) for i in labeled.nonzero()[0]],
+                "per_class": {str(int(c)): int((kept == c).sum()) for c in sorted(set(labels.tolist()))},
+                "num_train_examples": len(labeled),
+            },
+            self.path / LABELED_EXAMPLES_NAME,
+        )
 
     def write_task_record(self, task_index: int, record: dict) -> None:
         """Keeps what metrics.json says of a task in `state/task-K/record.json`, written before the task folder."""

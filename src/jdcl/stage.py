@@ -60,11 +60,14 @@ class StageBatch:
         images (`torch.Tensor`): `(B, C, H, W)` float in [-1, 1], on the device.
         labels (`torch.Tensor`): `(B,)`.
         is_old (`torch.Tensor`): `(B,)` bool; whether each sample is rehearsal of a class of an earlier task.
+        unlabeled_images (`torch.Tensor`, *optional*): `(B * ratio, C, H, W)` unlabelled images in [-1, 1]
+            (semi-supervised stages).
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     is_old: torch.Tensor
+    unlabeled_images: torch.Tensor | None = None
 
 
 class StageData:
@@ -80,6 +83,9 @@ class StageData:
         rehearsal ([`RehearsalSet`], *optional*): Generated images.
         buffer ([`TensorData`], *optional*): Stored real images of earlier classes (rehearsal, `is_old`).
         buffer_fraction (`float`, *optional*, defaults to 0.5): The share of every batch drawn from `buffer`.
+        unlabeled (`torch.Tensor`, *optional*): uint8 images without labels; every batch then comes with
+            `unlabeled_batch_ratio` times as many of them (semi-supervised stages).
+        unlabeled_batch_ratio (`int`, *optional*, defaults to 7): The size of the unlabelled batch, in labelled ones.
     """
 
     def __init__(
@@ -88,6 +94,8 @@ class StageData:
         rehearsal: RehearsalSet | None = None,
         buffer: TensorData | None = None,
         buffer_fraction: float = 0.5,
+        unlabeled: torch.Tensor | None = None,
+        unlabeled_batch_ratio: int = 7,
     ):
         real = real if real is not None and len(real) else None
         rehearsal = rehearsal if rehearsal is not None and len(rehearsal) else None
@@ -104,36 +112,50 @@ class StageData:
         self.is_old = torch.cat(is_old)
         self.buffer = buffer if buffer is not None and len(buffer) else None
         self.buffer_fraction = buffer_fraction
+        self.unlabeled = unlabeled if unlabeled is not None and len(unlabeled) else None
+        self.unlabeled_batch_ratio = unlabeled_batch_ratio
 
     def __len__(self) -> int:
         return self.labels.numel()
 
     def sample(self, batch_size: int, generator: torch.Generator, device: torch.device) -> StageBatch:
         if self.buffer is None:
-            return self._sample(batch_size, generator, device)
-        num_buffer = round(batch_size * self.buffer_fraction)
-        batch = self._sample(batch_size - num_buffer, generator, device)
-        indices = torch.randint(0, len(self.buffer), (num_buffer,), generator=generator)
-        return StageBatch(
-            images=torch.cat([batch.images, self.buffer.images[indices].to(device).float().div(127.5).sub(1.0)]),
-            labels=torch.cat([batch.labels, self.buffer.labels[indices].to(device)]),
-            is_old=torch.cat([batch.is_old, torch.ones(num_buffer, dtype=torch.bool, device=device)]),
-        )
+            batch = self._sample(batch_size, generator, device)
+        else:
+            num_buffer = round(batch_size * self.buffer_fraction)
+            batch = self._sample(batch_size - num_buffer, generator, device)
+            indices = torch.randint(0, len(self.buffer), (num_buffer,), generator=generator)
+            batch = StageBatch(
+                images=torch.cat([batch.images, _to_float(self.buffer.images[indices], device)]),
+                labels=torch.cat([batch.labels, self.buffer.labels[indices].to(device)]),
+                is_old=torch.cat([batch.is_old, torch.ones(num_buffer, dtype=torch.bool, device=device)]),
+            )
+        if self.unlabeled is not None:
+            indices = torch.randint(
+                0, len(self.unlabeled), (batch_size * self.unlabeled_batch_ratio,), generator=generator
+            )
+            batch.unlabeled_images = _to_float(self.unlabeled[indices], device)
+        return batch
 
     def _sample(self, batch_size: int, generator: torch.Generator, device: torch.device) -> StageBatch:
         indices = torch.randint(0, len(self), (batch_size,), generator=generator)
         from_real = indices < self.num_real
         if bool(from_real.all()):
-            images = self.real_images[indices].to(device).float().div(127.5).sub(1.0)
+            images = _to_float(self.real_images[indices], device)
         elif not bool(from_real.any()):
             images = self.rehearsal_images[indices - self.num_real].to(device)
         else:
             images = torch.empty((batch_size, *self.rehearsal_images.shape[1:]), device=device)
-            images[from_real.to(device)] = self.real_images[indices[from_real]].to(device).float().div(127.5).sub(1.0)
+            images[from_real.to(device)] = _to_float(self.real_images[indices[from_real]], device)
             images[~from_real.to(device)] = self.rehearsal_images[indices[~from_real] - self.num_real].to(device)
         return StageBatch(
             images=images, labels=self.labels[indices].to(device), is_old=self.is_old[indices].to(device)
         )
+
+
+def _to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    # uint8 travels to the device, where it becomes [-1, 1].
+    return images.to(device).float().div(127.5).sub(1.0)
 
 
 class JointForward(torch.nn.Module):
@@ -322,8 +344,18 @@ class StageRunner:
             generator = torch.Generator().manual_seed(seed)
             batch = data.sample(config.train_batch_size, generator, device)
             with accelerator.accumulate(joint_module):
-                # 2. Two views: one noised for the diffusion loss, one clean for the classifier.
+                # 2. Two views: one noised for the diffusion loss, one clean for the classifier. Unlabelled images
+                #    join the diffusion view, and give the classifier a weak view (to pseudo-label) and a strong one.
                 diffusion_view, classifier_view = self.augmentation(batch.images)
+                clean_view, weak_view = classifier_view, None
+                if batch.unlabeled_images is not None:
+                    unlabeled = batch.unlabeled_images
+                    augment = self.augmentation.enabled
+                    diffusion_view = torch.cat(
+                        [diffusion_view, self.augmentation.diffusion_view(unlabeled) if augment else unlabeled]
+                    )
+                    weak_view = self.augmentation.weak_view(unlabeled)
+                    clean_view = torch.cat([classifier_view, self.augmentation.strong_view(unlabeled)])
                 noise = torch.randn(diffusion_view.shape, generator=generator).to(device)
                 timesteps = torch.randint(
                     0, self.noise_scheduler.config.num_train_timesteps, (diffusion_view.shape[0],), generator=generator
@@ -331,7 +363,12 @@ class StageRunner:
                 noisy = self.noise_scheduler.add_noise(diffusion_view, noise, timesteps)
                 # 3. The outputs the objective reads, and its loss.
                 with accelerator.autocast():
-                    noise_pred, logits = joint_module(noisy, timesteps, classifier_view)
+                    noise_pred, logits = joint_module(noisy, timesteps, clean_view)
+                    unlabeled_logits = weak_logits = None
+                    if weak_view is not None:
+                        logits, unlabeled_logits = logits[: len(batch.labels)], logits[len(batch.labels) :]
+                        with torch.no_grad():
+                            weak_logits = model.classify(weak_view)
                     terms = objective(
                         StageOutputs(
                             noise_pred=noise_pred,
@@ -343,6 +380,8 @@ class StageRunner:
                             timesteps=timesteps,
                             clean_sample=classifier_view,
                             step=step,
+                            unlabeled_logits=unlabeled_logits,
+                            weak_logits=weak_logits,
                         )
                     )
                 # 4. The update, then the EMA.

@@ -21,11 +21,13 @@ from .data import (
     ClassificationData,
     TensorData,
     infer_num_channels,
+    labels_of,
     load_classification_dataset,
     prepare_tensors,
 )
 from .evaluation import evaluate_seen_tasks
 from .hub import TaskHubUploader
+from .labels import select_labeled
 from .metrics import AccuracyMatrix
 from .model_card import make_task_model_card
 from .models.joint_unet_2d import JointUNet2DModel
@@ -90,6 +92,15 @@ class ContinualTrainer:
         self.class_order = resolve_class_order(config.class_order, self.data.class_names)
         self.split = ClassIncrementalSplit.from_order(self.class_order, config.num_tasks)
         STRATEGIES[config.strategy].check_classes(config, len(self.split.all_classes))
+        # Semi-supervised: which training examples keep their labels (chosen once, seeded, class-balanced).
+        self.labeled = None
+        if config.semi_supervised:
+            self.labeled = select_labeled(
+                labels_of(self.data.train, self.data.label_column),
+                fraction=config.labeled_fraction,
+                per_class=config.labeled_per_class,
+                seed=config.seed,
+            )
         self.num_channels = infer_num_channels(self.data.train, self.data.image_column)
         self.pretrained_model = self._load_pretrained_model()
         self.identity = {**config.run_identity(), "class_order": self.class_order, "tasks": self.split.tasks}
@@ -114,6 +125,7 @@ class ContinualTrainer:
                 api=hub_api,
             )
         self.train_data: TensorData | None = None
+        self.unlabeled_data: TensorData | None = None
         self.test_data: TensorData | None = None
 
     # ----------------------------------------------------------------------------------------------- set-up
@@ -183,6 +195,7 @@ class ContinualTrainer:
             new_model=self.new_model,
             sampling_scheduler=self.sampling_scheduler,
             state_dir=self.run_folder.state_dir,
+            unlabeled_data=self.unlabeled_data,
         )
 
     def load_tensors(self) -> None:
@@ -205,9 +218,12 @@ class ContinualTrainer:
                 )
                 for split in (data.train, data.test)
             ]
-        self.train_data, self.test_data = train, test.subset(self.split.all_classes)
         for task_index in range(self.split.num_tasks):
-            self.train_data.subset(self.split.new_classes(task_index))  # raises early for an empty task
+            train.subset(self.split.new_classes(task_index))  # raises early for an empty task
+        self.train_data, self.test_data = train, test.subset(self.split.all_classes)
+        if self.labeled is not None:
+            labeled = torch.from_numpy(self.labeled)
+            self.train_data, self.unlabeled_data = train.select(labeled), train.select(~labeled)
 
     def task(self, task_index: int) -> Task:
         """The [`Task`] of index `task_index` (from 0)."""
@@ -239,6 +255,10 @@ class ContinualTrainer:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             self.run_folder.write_run_config(self.identity, config.to_dict(), replace=self.claims_folder)
+            if self.labeled is not None:
+                self.run_folder.write_labeled_examples(
+                    self.labeled, labels_of(self.data.train, self.data.label_column)
+                )
         if accelerator.is_main_process and config.logger != "none":
             tracker_config = {
                 k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool)) and v is not None

@@ -14,7 +14,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from ..atomic import atomic_directory, write_json
 from ..data import TensorData
 from ..models.joint_unet_2d import JointUNet2DModel
-from ..objectives import JointObjective
+from ..objectives import FixMatchObjective, JointObjective
 from ..rehearsal import RehearsalSampler, RehearsalSet, RehearsalSource
 from ..stage import StageData, StageRunner
 
@@ -65,17 +65,22 @@ class ContinualStrategy:
         config ([`JDCLTrainingConfig`]): The run's configuration.
         accelerator (`Accelerator`): The run's accelerator.
         stages ([`StageRunner`]): Trains a model for one stage.
-        train_data ([`TensorData`]): The whole training split (uint8).
+        train_data ([`TensorData`]): The labelled training examples (uint8): the whole training split, but in the
+            semi-supervised setting.
         new_model (`Callable[[int], JointUNet2DModel]`): A fresh (or pretrained) model, from a seed.
         sampling_scheduler ([`SchedulerMixin`]): The scheduler rehearsal is sampled with.
         state_dir (`Path`, *optional*): Where a task's intermediate results are kept so a killed run resumes without
             redoing them (`<state_dir>/task-K/...`); nothing is kept when `None`.
+        unlabeled_data ([`TensorData`], *optional*): The unlabelled training examples (semi-supervised). Their
+            labels say which task an image belongs to, and nothing else reads them.
     """
 
     name: ClassVar[str]
     # Whether `--no_distillation` (an ablation of distillation) and `--buffer_size` (stored images) mean something here.
     distils: ClassVar[bool] = False
     stores_images: ClassVar[bool] = False
+    # Whether its stages on real data learn from unlabelled images too (`--labeled_fraction`, `--labeled_per_class`).
+    learns_from_unlabeled: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -86,6 +91,7 @@ class ContinualStrategy:
         new_model: Callable[[int], JointUNet2DModel],
         sampling_scheduler: SchedulerMixin,
         state_dir: Path | None = None,
+        unlabeled_data: TensorData | None = None,
     ):
         self.config = config
         self.accelerator = accelerator
@@ -94,6 +100,7 @@ class ContinualStrategy:
         self.new_model = new_model
         self.sampling_scheduler = sampling_scheduler
         self.state_dir = state_dir
+        self.unlabeled_data = unlabeled_data
         self.rehearsal_sampler = RehearsalSampler.from_config(config)
 
     @classmethod
@@ -103,6 +110,11 @@ class ContinualStrategy:
             raise ValueError(
                 f"`--no_distillation` is an ablation of JDCL's distillation; `--strategy {cls.name}` distils nothing. "
                 "Use `--strategy jdcl` or `--strategy single_stage`."
+            )
+        if config.semi_supervised and not cls.learns_from_unlabeled:
+            raise ValueError(
+                f"`--strategy {cls.name}` has no semi-supervised stage; `--labeled_fraction` and `--labeled_per_class` "
+                "work with jdcl, finetune, cumulative and replay_buffer."
             )
         if config.buffer_size is not None and not cls.stores_images:
             raise ValueError(
@@ -135,15 +147,25 @@ class ContinualStrategy:
             return copy.deepcopy(previous)
         return self.new_model(self.config.seed if seed is None else seed)
 
-    def real_data(self, classes: list[int]) -> StageData:
-        """The real training images of `classes`."""
-        return StageData(real=self.train_data.subset(classes))
+    def real_data(self, classes: list[int], buffer: TensorData | None = None) -> StageData:
+        """The real training images of `classes` (and their unlabelled images, semi-supervised), with a `buffer`."""
+        return StageData(
+            real=self.train_data.subset(classes),
+            buffer=buffer,
+            unlabeled=self.unlabeled_data.images_of(classes) if self.unlabeled_data is not None else None,
+            unlabeled_batch_ratio=self.config.unlabeled_batch_ratio,
+        )
 
     def local_objective(self) -> JointObjective:
-        """The joint loss of a local stage, with the run's weights."""
-        return JointObjective(
-            diffusion=self.config.diffusion_loss_weight, classification=self.config.classification_loss_weight
-        )
+        """The joint loss of a local stage, with the run's weights (FixMatch-style where labels are few)."""
+        config = self.config
+        if config.semi_supervised:
+            return FixMatchObjective(
+                diffusion=config.diffusion_loss_weight,
+                classification=config.classification_loss_weight,
+                pseudo_label_threshold=config.pseudo_label_threshold,
+            )
+        return JointObjective(diffusion=config.diffusion_loss_weight, classification=config.classification_loss_weight)
 
     def task_steps(self, task: Task) -> int:
         """The whole training budget of a task: the first task's, or one local plus one global stage."""

@@ -2,7 +2,7 @@
 
 from ..buffer import ReplayBuffer
 from ..models.joint_unet_2d import JointUNet2DModel
-from ..stage import Stage, StageData
+from ..stage import Stage
 from .base import ContinualStrategy, Task, register_strategy
 
 
@@ -14,8 +14,9 @@ class ReplayBufferStrategy(ContinualStrategy):
     r"""
     One model trained with the joint loss on every batch half new real data and half images from a buffer of at most
     `--buffer_size` stored real images (`--buffer_policy` chooses which), for a whole task's budget. The generator is
-    trained too, so its samples can be measured against JDCL's. The buffer after each task is kept in the task's
-    state folder, so a resumed run replays the same images.
+    trained too, so its samples can be measured against JDCL's. With few labels the buffer keeps labelled images only
+    (the stage is FixMatch-style on the new unlabelled ones). The buffer after each task is kept in the task's state
+    folder, so a resumed run replays the same images.
     """
 
     name = "replay_buffer"
@@ -46,7 +47,7 @@ class ReplayBufferStrategy(ContinualStrategy):
             REPLAY,
             task.index,
             self.initial_model(previous),
-            StageData(real=new_data, buffer=buffer.as_data() if len(buffer) else None),
+            self.real_data(task.new_classes, buffer=buffer.as_data() if len(buffer) else None),
             self.task_steps(task),
             self.local_objective(),
             task.stage_seconds,

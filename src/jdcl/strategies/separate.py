@@ -23,6 +23,7 @@ class SeparateStrategy(ContinualStrategy):
     """
 
     name = "separate"
+    learns_from_unlabeled = False
 
     def train_task(self, task: Task, previous: JointUNet2DModel | None) -> JointUNet2DModel:
         config = self.config

@@ -25,6 +25,7 @@ class SingleStageStrategy(JDCLStrategy):
     """
 
     name = "single_stage"
+    learns_from_unlabeled = False
 
     def train_task(self, task: Task, previous: JointUNet2DModel | None) -> JointUNet2DModel:
         config = self.config
