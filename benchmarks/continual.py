@@ -64,9 +64,11 @@ except ImportError:  # pragma: no cover
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from jdcl import JDCLPipeline
+from jdcl.atomic import atomic_file
 from jdcl.config import JDCLTrainingConfig, add_missing_defaults
 from jdcl.data import ClassificationData, infer_num_channels, load_classification_dataset, prepare_tensors
 from jdcl.hub import task_revision
+from jdcl.models import mask_logits
 from jdcl.tasks import ClassIncrementalSplit, resolve_class_order
 from jdcl.trainer import train_jdcl
 from machine import machine_summary
@@ -276,11 +278,9 @@ def max_confidence(unet, images: torch.Tensor, seen: list[int], batch_size: int 
         seen (`list[int]`): The classes seen so far; the others are masked out, as in evaluation.
         batch_size (`int`, *optional*, defaults to 512): Images per forward.
     """
-    allowed = torch.zeros(unet.config.num_classes, dtype=torch.bool)
-    allowed[seen] = True
     confidences = []
     for chunk in images.split(batch_size):
-        logits = unet.classify(chunk.to(unet.device, unet.dtype)).float().cpu().masked_fill(~allowed, float("-inf"))
+        logits = mask_logits(unet.classify(chunk.to(unet.device, unet.dtype)).float().cpu(), seen)
         confidences.append(logits.softmax(dim=-1).max(dim=-1).values)
     return torch.cat(confidences).numpy()
 
@@ -384,10 +384,8 @@ def results_lock(path: Path):
 
 def save_results(results: dict[str, Any], path: Path) -> None:
     """Writes through a temporary file and `os.replace`: a kill never leaves a half-written results file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(temporary, path)
+    with atomic_file(path) as temporary:
+        temporary.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def _mean(row: dict[str, Any] | None, key: str) -> float | None:

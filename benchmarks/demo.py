@@ -24,6 +24,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
+from jdcl.atomic import write_json  # noqa: E402
 from jdcl.config import JDCLTrainingConfig  # noqa: E402
 from jdcl.trainer import train_jdcl  # noqa: E402
 from machine import machine_description  # noqa: E402  (benchmarks/ is on the path when run as a script)
@@ -75,10 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "machine": machine_description(),
                 "date": datetime.date.today().isoformat(),
             }
-            results_path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = results_path.with_name(results_path.name + ".tmp")
-            temporary.write_text(json.dumps(results, indent=2))
-            os.replace(temporary, results_path)
+            write_json(results, results_path)
             print(f"{key}: average accuracy {metrics['average_accuracy']:.4f} in {time.time() - start:.0f} s")
     return results
 

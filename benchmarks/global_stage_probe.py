@@ -54,7 +54,8 @@ from jdcl.evaluation import evaluate_seen_tasks, predict
 from jdcl.hub import task_revision
 from jdcl.objectives import DistillationObjective
 from jdcl.rehearsal import RehearsalSampler, RehearsalSet, RehearsalSource
-from jdcl.stage import GLOBAL, StageData, StageRunner
+from jdcl.stage import GLOBAL, StageRunner
+from jdcl.stage_data import StageData
 from jdcl.trainer import RUN_CONFIG_NAME, ContinualTrainer
 from machine import machine_summary
 

@@ -8,10 +8,11 @@ from safetensors.torch import load_file
 
 from jdcl.buffer import ReplayBuffer
 from jdcl.data import TensorData
-from jdcl.stage import StageData
+from jdcl.stage_data import StageData
 from jdcl.trainer import train_jdcl
 
-from .test_reliability import SimulatedKill, tiny_config
+from .test_reliability import tiny_config
+from .utils import run_killed_when_logged
 
 
 def examples(labels: list[int]) -> TensorData:
@@ -62,7 +63,7 @@ def test_a_batch_is_half_new_data_and_half_buffer():
     assert batch.images.dtype == torch.float32 and batch.images.min() >= -1 and batch.images.max() <= 1
 
 
-def test_replay_buffer_run_keeps_the_buffer_and_a_killed_run_resumes_with_it(tmp_path, monkeypatch):
+def test_replay_buffer_run_keeps_the_buffer_and_a_killed_run_resumes_with_it(tmp_path):
     settings = {
         "strategy": "replay_buffer",
         "buffer_size": 12,
@@ -77,20 +78,8 @@ def test_replay_buffer_run_keeps_the_buffer_and_a_killed_run_resumes_with_it(tmp
     assert reference["rehearsal"]["3"] == {"stored": 12, "per_class": {str(c): 2 for c in range(6)}}
     assert set(reference["stage_seconds"]["2"]) == {"replay", "task_total"}
 
-    from accelerate import Accelerator
-
-    log = Accelerator.log
-
-    def log_then_die(self, values, step=None, **kwargs):
-        if "task_3/replay/loss" in values and step == 5:
-            raise SimulatedKill
-        return log(self, values, step=step, **kwargs)
-
     output_dir = tmp_path / "run"
-    monkeypatch.setattr(Accelerator, "log", log_then_die)
-    with pytest.raises(SimulatedKill):
-        train_jdcl(tiny_config(output_dir, **settings))
-    monkeypatch.setattr(Accelerator, "log", log)
+    run_killed_when_logged(tiny_config(output_dir, **settings), "task_3/replay/loss", step=5)
     resumed = train_jdcl(tiny_config(output_dir, resume_from_checkpoint="latest", **settings))
     assert resumed["accuracy_matrix"] == reference["accuracy_matrix"]
     for k in (1, 2, 3):

@@ -14,15 +14,11 @@ from jdcl.run_folder import LOCK_NAME, RunFolder
 from jdcl.trainer import ContinualTrainer, train_jdcl
 
 from .test_bad_inputs import TINY
-from .utils import tiny_pipeline
+from .utils import SimulatedKill, tiny_pipeline
 
 
 def tiny_config(output_dir, **overrides) -> JDCLTrainingConfig:
     return JDCLTrainingConfig(**{**TINY, "output_dir": str(output_dir), **overrides})
-
-
-class SimulatedKill(Exception):
-    pass
 
 
 def folder_files(path: Path) -> set[str]:

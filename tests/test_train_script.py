@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jdcl.config import JDCLTrainingConfig
+from jdcl.config import DEFAULT_UNET_CONFIG, JDCLTrainingConfig
 
 from .utils import TINY_UNET
 
@@ -56,7 +56,7 @@ def test_flags_build_the_config(tmp_path):
     assert config.output_dir == str(tmp_path)
     assert config.resolution == 8 and config.num_tasks == 2
     assert [int(c) for c in config.class_order] == [0, 1, 2, 3]
-    assert config.unet_config == TINY_UNET
+    assert config.unet_config == {**DEFAULT_UNET_CONFIG, **TINY_UNET}  # merged into the default UNet
     assert config.use_ema is False and config.strategy == "single_stage" and config.show_progress is False
     assert config.logger == "none"
 

@@ -9,7 +9,6 @@ from unittest.mock import MagicMock
 import numpy as np
 import pytest
 import torch
-from accelerate import Accelerator
 from diffusers import DDIMScheduler
 from huggingface_hub import HfApi, RepoUrl
 from PIL import Image
@@ -21,7 +20,7 @@ from jdcl.rehearsal import RehearsalSampler
 from jdcl.stage import StageRunner
 from jdcl.trainer import ContinualTrainer, train_jdcl
 
-from .utils import TINY_UNET
+from .utils import TINY_UNET, run_killed_when_logged
 
 
 TINY = {
@@ -255,10 +254,6 @@ def test_one_task_of_zeros_and_ones_is_learned(tmp_path):
 # ---------------------------------------------------------------------------------------- 4. kill and resume
 
 
-class SimulatedKill(Exception):
-    pass
-
-
 def test_resume_after_a_kill_gives_the_uninterrupted_result(tmp_path, monkeypatch, caplog):
     settings = {
         "local_train_steps": 10,
@@ -268,19 +263,9 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(tmp_path, monkeypatc
     }
     reference = train_jdcl(tiny_config(tmp_path / "reference", **settings))
 
-    log = Accelerator.log
-
-    def log_then_die(self, values, step=None, **kwargs):
-        # The global stage of task 2 logs its last step (9) after its checkpoint at step 5: die there.
-        if "task_2/global/loss" in values and step == 9:
-            raise SimulatedKill
-        return log(self, values, step=step, **kwargs)
-
+    # The global stage of task 2 logs its last step (9) after its checkpoint at step 5: die there.
     output_dir = tmp_path / "run"
-    monkeypatch.setattr(Accelerator, "log", log_then_die)
-    with pytest.raises(SimulatedKill):
-        train_jdcl(tiny_config(output_dir, **settings))
-    monkeypatch.setattr(Accelerator, "log", log)
+    run_killed_when_logged(tiny_config(output_dir, **settings), "task_2/global/loss", step=9)
     checkpoint = output_dir / "checkpoints" / "task-2-global" / "checkpoint-5"
     assert json.loads((checkpoint / "stage_state.json").read_text()) == {"step": 5}
     assert (checkpoint / "unet_ema" / "diffusion_pytorch_model.safetensors").is_file()
@@ -362,6 +347,7 @@ def test_output_dir_of_another_run_is_refused(tmp_path, no_training):
     output_dir.mkdir()
     other = ContinualTrainer(tiny_config(tmp_path / "other", seed=1))
     (output_dir / "run_config.json").write_text(json.dumps({"identity": other.identity}))
+    (output_dir / "task-1").mkdir()  # a result of that run: the folder is no longer free to claim
     with pytest.raises(ValueError, match=r"another configuration \(differs in \['seed'\]\)"):
         ContinualTrainer(tiny_config(output_dir))
     with pytest.raises(ValueError, match="another configuration"):
@@ -375,6 +361,7 @@ def test_output_dir_of_the_same_run_needs_resume(tmp_path, no_training):
     output_dir.mkdir()
     first = ContinualTrainer(tiny_config(output_dir))
     first.run_folder.write_run_config(first.identity, first.config.to_dict())
+    (output_dir / "checkpoints" / "task-1-local" / "checkpoint-2").mkdir(parents=True)
     with pytest.raises(ValueError, match="already holds this run.*--resume_from_checkpoint latest"):
         ContinualTrainer(tiny_config(output_dir))
     ContinualTrainer(tiny_config(output_dir, resume_from_checkpoint="latest"))

@@ -60,3 +60,31 @@ def load_benchmark(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class SimulatedKill(Exception):
+    """Raised inside a run to stand for a kill at a chosen moment."""
+
+
+def run_killed_when_logged(config, tag: str, step: int) -> None:
+    r"""
+    Runs `train_jdcl(config)` and kills it (raises [`SimulatedKill`]) when the stage logs `tag` at `step`: logging
+    comes after the step's update and before its checkpoint, so the run dies with what it had saved until then.
+    """
+    import pytest
+    from accelerate import Accelerator
+
+    from jdcl.trainer import train_jdcl
+
+    log = Accelerator.log
+
+    def log_then_die(self, values, step=None, **kwargs):
+        if tag in values and step == kill_step:
+            raise SimulatedKill
+        return log(self, values, step=step, **kwargs)
+
+    kill_step = step
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Accelerator, "log", log_then_die)
+        with pytest.raises(SimulatedKill):
+            train_jdcl(config)

@@ -7,7 +7,7 @@ import torch
 
 from .data import TensorData
 from .metrics import accuracy_per_task
-from .models.joint_unet_2d import JointUNet2DModel
+from .models.joint_unet_2d import JointUNet2DModel, mask_logits
 
 
 @dataclass
@@ -37,12 +37,11 @@ def predict(
         classes (`Sequence[int]`): The classes to predict among.
         batch_size (`int`, *optional*, defaults to 512): Images per forward.
     """
-    allowed = torch.zeros(model.config.num_classes, dtype=torch.bool, device=model.device)
-    allowed[list(classes)] = True
+    classes = list(classes)
     predictions = []
     for chunk in images.split(batch_size):
         pixel_values = chunk.to(model.device).float().div(127.5).sub(1.0).to(model.dtype)
-        logits = model.classify(pixel_values).float().masked_fill(~allowed, float("-inf"))
+        logits = mask_logits(model.classify(pixel_values).float(), classes)
         predictions.append(logits.argmax(dim=-1).cpu())
     return torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import PIL.ImageDraw
 import torch
 from diffusers.utils import make_image_grid
 
+from .atomic import atomic_file
 from .metrics import AccuracyMatrix, lower_triangle
 
 
@@ -36,25 +36,6 @@ __all__ = ["make_class_grid", "plot_accuracy_matrix", "save_image_atomically"]
 # Tiny images (8x8 digits, 16x16 prototypes) are unreadable at native size; cells are upscaled to at least this.
 _MIN_CELL_SIZE = 32
 _BLANK_VALUE = 255
-
-
-def _write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Calls `write(tmp_path)` on a temporary file next to `path`, then renames it over `path`.
-
-    A reader (a Hub upload, a notebook refreshing the figure) never sees a half-written file, and a crash leaves the
-    previous figure in place; the temporary file shares the folder so `os.replace` stays a same-filesystem rename.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".tmp")
-    os.close(fd)
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
 
 
 def _image_format(path: str | os.PathLike) -> str:
@@ -77,7 +58,8 @@ def save_image_atomically(image: PIL.Image.Image, path: str | os.PathLike) -> No
     if not isinstance(image, PIL.Image.Image):
         raise ValueError(f"`image` must be a `PIL.Image.Image`, got {type(image).__name__}.")
     image_format = _image_format(path)
-    _write_atomically(path, lambda tmp_path: image.save(tmp_path, format=image_format.upper()))
+    with atomic_file(path) as temporary:
+        image.save(temporary, format=image_format.upper())
 
 
 def _accuracy_array(accuracy_matrix: Any) -> np.ndarray:
@@ -148,7 +130,8 @@ def plot_accuracy_matrix(
     axis.set_ylabel("trained up to")
     axis.set_title(title if title is not None else "Accuracy after each task")
     figure.tight_layout()
-    _write_atomically(path, lambda tmp_path: figure.savefig(tmp_path, format=image_format, dpi=100))
+    with atomic_file(path) as temporary:
+        figure.savefig(temporary, format=image_format, dpi=100)
 
 
 def _to_uint8_hwc(images: torch.Tensor) -> np.ndarray:

@@ -21,10 +21,9 @@ from tqdm.auto import tqdm
 
 from .atomic import replace_directory, write_json
 from .augment import TwoViewAugmentation
-from .data import TensorData
 from .models.joint_unet_2d import JointUNet2DModel
 from .objectives import DistillationObjective, JointObjective, StageOutputs, stage_outputs
-from .rehearsal import RehearsalSet
+from .stage_data import StageData
 
 
 logger = logging.getLogger(__name__)
@@ -49,113 +48,6 @@ class Stage:
 
 LOCAL = Stage("local", 1)
 GLOBAL = Stage("global", 2)
-
-
-@dataclass
-class StageBatch:
-    r"""
-    A training batch.
-
-    Args:
-        images (`torch.Tensor`): `(B, C, H, W)` float in [-1, 1], on the device.
-        labels (`torch.Tensor`): `(B,)`.
-        is_old (`torch.Tensor`): `(B,)` bool; whether each sample is rehearsal of a class of an earlier task.
-        unlabeled_images (`torch.Tensor`, *optional*): `(B * ratio, C, H, W)` unlabelled images in [-1, 1]
-            (semi-supervised stages).
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    is_old: torch.Tensor
-    unlabeled_images: torch.Tensor | None = None
-
-
-class StageData:
-    r"""
-    The data one stage samples from: real images and/or generated rehearsal, drawn uniformly, and optionally a
-    buffer of stored real images that fills a fixed share of every batch (experience replay).
-
-    Real images stay uint8 until a batch is on the device. Batches are drawn from a generator seeded by the step, so
-    a resumed stage sees exactly the batches the killed one would have seen, with no data-loader state to save.
-
-    Args:
-        real ([`TensorData`], *optional*): Real training images of the stage's classes.
-        rehearsal ([`RehearsalSet`], *optional*): Generated images.
-        buffer ([`TensorData`], *optional*): Stored real images of earlier classes (rehearsal, `is_old`).
-        buffer_fraction (`float`, *optional*, defaults to 0.5): The share of every batch drawn from `buffer`.
-        unlabeled (`torch.Tensor`, *optional*): uint8 images without labels; every batch then comes with
-            `unlabeled_batch_ratio` times as many of them (semi-supervised stages).
-        unlabeled_batch_ratio (`int`, *optional*, defaults to 7): The size of the unlabelled batch, in labelled ones.
-    """
-
-    def __init__(
-        self,
-        real: TensorData | None = None,
-        rehearsal: RehearsalSet | None = None,
-        buffer: TensorData | None = None,
-        buffer_fraction: float = 0.5,
-        unlabeled: torch.Tensor | None = None,
-        unlabeled_batch_ratio: int = 7,
-    ):
-        real = real if real is not None and len(real) else None
-        rehearsal = rehearsal if rehearsal is not None and len(rehearsal) else None
-        if real is None and rehearsal is None:
-            raise ValueError("A training stage has no data: the task has no examples and no rehearsal was generated.")
-        if not 0 < buffer_fraction < 1:
-            raise ValueError(f"`buffer_fraction` must be between 0 and 1, got {buffer_fraction}.")
-        self.real_images = real.images if real is not None else None
-        self.rehearsal_images = rehearsal.images.float() if rehearsal is not None else None
-        self.num_real = len(real) if real is not None else 0
-        labels = [part.labels for part in (real, rehearsal) if part is not None]
-        is_old = [torch.zeros(self.num_real, dtype=torch.bool)] + ([rehearsal.is_old] if rehearsal is not None else [])
-        self.labels = torch.cat(labels)
-        self.is_old = torch.cat(is_old)
-        self.buffer = buffer if buffer is not None and len(buffer) else None
-        self.buffer_fraction = buffer_fraction
-        self.unlabeled = unlabeled if unlabeled is not None and len(unlabeled) else None
-        self.unlabeled_batch_ratio = unlabeled_batch_ratio
-
-    def __len__(self) -> int:
-        return self.labels.numel()
-
-    def sample(self, batch_size: int, generator: torch.Generator, device: torch.device) -> StageBatch:
-        if self.buffer is None:
-            batch = self._sample(batch_size, generator, device)
-        else:
-            num_buffer = round(batch_size * self.buffer_fraction)
-            batch = self._sample(batch_size - num_buffer, generator, device)
-            indices = torch.randint(0, len(self.buffer), (num_buffer,), generator=generator)
-            batch = StageBatch(
-                images=torch.cat([batch.images, _to_float(self.buffer.images[indices], device)]),
-                labels=torch.cat([batch.labels, self.buffer.labels[indices].to(device)]),
-                is_old=torch.cat([batch.is_old, torch.ones(num_buffer, dtype=torch.bool, device=device)]),
-            )
-        if self.unlabeled is not None:
-            indices = torch.randint(
-                0, len(self.unlabeled), (batch_size * self.unlabeled_batch_ratio,), generator=generator
-            )
-            batch.unlabeled_images = _to_float(self.unlabeled[indices], device)
-        return batch
-
-    def _sample(self, batch_size: int, generator: torch.Generator, device: torch.device) -> StageBatch:
-        indices = torch.randint(0, len(self), (batch_size,), generator=generator)
-        from_real = indices < self.num_real
-        if bool(from_real.all()):
-            images = _to_float(self.real_images[indices], device)
-        elif not bool(from_real.any()):
-            images = self.rehearsal_images[indices - self.num_real].to(device)
-        else:
-            images = torch.empty((batch_size, *self.rehearsal_images.shape[1:]), device=device)
-            images[from_real.to(device)] = _to_float(self.real_images[indices[from_real]], device)
-            images[~from_real.to(device)] = self.rehearsal_images[indices[~from_real] - self.num_real].to(device)
-        return StageBatch(
-            images=images, labels=self.labels[indices].to(device), is_old=self.is_old[indices].to(device)
-        )
-
-
-def _to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    # uint8 travels to the device, where it becomes [-1, 1].
-    return images.to(device).float().div(127.5).sub(1.0)
 
 
 class JointForward(torch.nn.Module):

@@ -16,7 +16,8 @@ from ..data import TensorData
 from ..models.joint_unet_2d import JointUNet2DModel
 from ..objectives import FixMatchObjective, JointObjective
 from ..rehearsal import RehearsalSampler, RehearsalSet, RehearsalSource
-from ..stage import StageData, StageRunner
+from ..stage import StageRunner
+from ..stage_data import StageData
 
 
 STRATEGIES: dict[str, type["ContinualStrategy"]] = {}

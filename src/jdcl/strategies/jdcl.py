@@ -3,7 +3,8 @@
 from ..models.joint_unet_2d import JointUNet2DModel
 from ..objectives import DistillationObjective
 from ..rehearsal import RehearsalSource
-from ..stage import GLOBAL, LOCAL, StageData
+from ..stage import GLOBAL, LOCAL
+from ..stage_data import StageData
 from .base import ContinualStrategy, Task, register_strategy
 
 

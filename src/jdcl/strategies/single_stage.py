@@ -5,7 +5,8 @@ import dataclasses
 from ..models.joint_unet_2d import JointUNet2DModel
 from ..objectives import DistillationObjective
 from ..rehearsal import RehearsalSource
-from ..stage import Stage, StageData
+from ..stage import Stage
+from ..stage_data import StageData
 from .base import Task, register_strategy
 from .jdcl import JDCLStrategy
 
