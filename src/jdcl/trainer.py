@@ -93,10 +93,11 @@ class ContinualTrainer:
         self.split = ClassIncrementalSplit.from_order(self.class_order, config.num_tasks)
         STRATEGIES[config.strategy].check_classes(config, len(self.split.all_classes))
         # Semi-supervised: which training examples keep their labels (chosen once, seeded, class-balanced).
-        self.labeled = None
+        self.labeled = self.train_labels = None
         if config.semi_supervised:
+            self.train_labels = labels_of(self.data.train, self.data.label_column)
             self.labeled = select_labeled(
-                labels_of(self.data.train, self.data.label_column),
+                self.train_labels,
                 fraction=config.labeled_fraction,
                 per_class=config.labeled_per_class,
                 seed=config.seed,
@@ -256,9 +257,7 @@ class ContinualTrainer:
         if accelerator.is_main_process:
             self.run_folder.write_run_config(self.identity, config.to_dict(), replace=self.claims_folder)
             if self.labeled is not None:
-                self.run_folder.write_labeled_examples(
-                    self.labeled, labels_of(self.data.train, self.data.label_column)
-                )
+                self.run_folder.write_labeled_examples(self.labeled, self.train_labels)
         if accelerator.is_main_process and config.logger != "none":
             tracker_config = {
                 k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool)) and v is not None
