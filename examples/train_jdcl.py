@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                 default=None,
                 help="Comma-separated class indices or names, e.g. 0,1,2,3 or cat,dog.",
             )
+        elif field.name == "hub_token":
+            parser.add_argument(
+                "--hub_token", type=str, default=None, help="Refused: log in with `huggingface-cli login` or HF_TOKEN."
+            )
         elif field.name == "strategy":
             parser.add_argument(
                 "--strategy", type=str, default=None, help=f"The method: one of {', '.join(sorted(STRATEGIES))}."
