@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import argparse
 import datetime
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -47,7 +49,11 @@ from continual import (
     results_lock,
     save_results,
 )
+from jdcl import JDCLPipeline, JointUNet2DModel
 from jdcl.config import JDCLTrainingConfig
+from jdcl.data import infer_num_channels, prepare_tensors
+from jdcl.hub import task_revision
+from jdcl.tasks import ClassIncrementalSplit, resolve_class_order
 from jdcl.trainer import train_jdcl
 from machine import machine_summary
 
@@ -111,19 +117,91 @@ def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, A
     return {"dataset": "mnist-10k", "quick": quick, "budget": budget, "settings": SETTINGS, "rows": {}}
 
 
+@torch.no_grad()
+def pseudo_label_quality(run_dir: Path, config: JDCLTrainingConfig, data) -> dict[str, list[float]]:
+    r"""
+    How good the pseudo-labels of each task were, measured with the true labels the learner never saw: of the task's
+    unlabelled training images, the fraction whose top probability reaches the threshold (coverage) and, of those,
+    the fraction labelled right (precision). Read from the model that pseudo-labelled them at the end of its stage:
+    the local model of a jdcl task (the first task's saved pipeline), or the task's model for the other rows.
+
+    Args:
+        run_dir (`Path`): A finished run's folder.
+        config ([`JDCLTrainingConfig`]): Its configuration.
+        data ([`ClassificationData`]): The data it ran on.
+    """
+    split = ClassIncrementalSplit.from_order(
+        resolve_class_order(config.class_order, data.class_names), config.num_tasks
+    )
+    labeled = np.zeros(len(data.train), dtype=bool)
+    labeled[json.loads((run_dir / "labeled_examples.json").read_text())["labeled_indices"]] = True
+    num_channels = infer_num_channels(data.train, data.image_column)
+    train = prepare_tensors(
+        data.train, data.image_column, data.label_column, config.resolution, num_channels, show_progress=False
+    ).select(torch.from_numpy(~labeled))
+    coverage, precision = [], []
+    for task_index in range(split.num_tasks):
+        local = run_dir / "state" / task_revision(task_index + 1) / "local"
+        if task_index > 0 and (local / "config.json").is_file():
+            model = JointUNet2DModel.from_pretrained(local).eval()
+        else:
+            model = JDCLPipeline.from_pretrained(run_dir / task_revision(task_index + 1)).unet.eval()
+        unlabeled = train.subset(split.new_classes(task_index))
+        probabilities = torch.cat(
+            [
+                model.classify(chunk.float().div(127.5).sub(1.0)).float().softmax(-1)
+                for chunk in unlabeled.images.split(512)
+            ]
+        )
+        confidence, predicted = probabilities.max(dim=-1)
+        kept = confidence >= config.pseudo_label_threshold
+        coverage.append(float(kept.float().mean()))
+        precision.append(float((predicted[kept] == unlabeled.labels[kept]).float().mean()) if kept.any() else math.nan)
+    return {"pseudo_label_coverage": coverage, "pseudo_label_precision": precision}
+
+
+def pair_dir(args, budget: dict, row: str, setting: str, seed: int) -> Path:
+    return args.work_dir / f"budget-{budget_key(budget)}" / f"{row}-{setting.replace('%', 'pc')}-seed{seed}"
+
+
+def measure_missing_pseudo_labels(args, budget: dict) -> None:
+    """Adds the pseudo-label figures to recorded seeds that lack them, from their run folders where they are kept."""
+    with results_lock(args.results):
+        results = load_results(args.results, budget, args.quick)
+        data = None
+        for key, entry in results["rows"].items():
+            row, setting = key.split("@")
+            coverage = entry.setdefault("pseudo_label_coverage", [])
+            precision = entry.setdefault("pseudo_label_precision", [])
+            if row == "finetune" or len(coverage) == len(entry["seeds"]):
+                continue
+            run_dirs = [pair_dir(args, budget, row, setting, seed) for seed in entry["seeds"]]
+            if coverage or not all((run_dir / "labeled_examples.json").is_file() for run_dir in run_dirs):
+                continue
+            data = data or load_data(args.dataset, budget)
+            for seed, run_dir in zip(entry["seeds"], run_dirs):
+                quality = pseudo_label_quality(
+                    run_dir, pair_config(budget, row, setting, seed, args.dataset, run_dir), data
+                )
+                coverage.append(quality["pseudo_label_coverage"])
+                precision.append(quality["pseudo_label_precision"])
+        save_results(results, args.results)
+
+
 def run_pair(args, budget: dict, row: str, setting: str, seed: int) -> None:
     data = load_data(args.dataset, budget)
-    output_dir = args.work_dir / f"budget-{budget_key(budget)}" / f"{row}-{setting.replace('%', 'pc')}-seed{seed}"
+    output_dir = pair_dir(args, budget, row, setting, seed)
     config = pair_config(budget, row, setting, seed, args.dataset, output_dir)
     start = time.time()
     metrics = train_jdcl(config, data=data)
     wall = time.time() - start
+    quality = pseudo_label_quality(output_dir, config, data) if row != "finetune" else None
     with results_lock(args.results):
         results = load_results(args.results, budget, args.quick)
         entry = results["rows"].setdefault(
             pair_key(row, setting),
             {"fields": {**ROWS[row], **SETTINGS[setting]}, "seeds": [], "average_accuracy": [], "forgetting": [],
-             "accuracy_matrix": [], "wall_seconds": []},
+             "accuracy_matrix": [], "wall_seconds": [], "pseudo_label_coverage": [], "pseudo_label_precision": []},
         )  # fmt: skip
         if seed in entry["seeds"]:
             return
@@ -132,6 +210,9 @@ def run_pair(args, budget: dict, row: str, setting: str, seed: int) -> None:
         entry["forgetting"].append(metrics["forgetting"])
         entry["accuracy_matrix"].append(metrics["accuracy_matrix"])
         entry["wall_seconds"].append(wall)
+        if quality is not None:
+            for key, values in quality.items():
+                entry.setdefault(key, []).append(values)
         results.update(machine=machine_summary(), date=datetime.date.today().isoformat())
         save_results(results, args.results)
     print(f"{pair_key(row, setting)} seed {seed}: average accuracy {metrics['average_accuracy']:.4f} ({wall:.0f} s)")
@@ -200,6 +281,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(1)
         for row, setting, seed in pairs:
             run_pair(args, budget, row, setting, seed)
+    if not args.pairs:
+        measure_missing_pseudo_labels(args, budget)
     results = json.loads(args.results.read_text())
     print(format_table(results))
     return results
