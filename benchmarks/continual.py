@@ -190,21 +190,22 @@ def budget_key(budget: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(budget, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def row_config(
-    budget: dict[str, Any], row: str, seed: int, dataset_path: Path, output_dir: Path
+def run_config(
+    budget: dict[str, Any], fields: dict[str, Any], seed: int, dataset_path: Path, output_dir: Path, source: str
 ) -> JDCLTrainingConfig:
     r"""
-    The configuration of one (row, seed): the budget, the row's strategy/ablation fields, the seed and the data.
+    The configuration of one run of a benchmark: the budget, the fields that make its row, the seed and the data.
 
     Args:
         budget (`dict`): From [`make_budget`].
-        row (`str`): A key of `ROWS`.
+        fields (`dict`): The row's strategy/ablation (and setting) fields.
         seed (`int`): The run's seed.
         dataset_path (`Path`): The mnist-10k folder.
         output_dir (`Path`): The run's folder.
+        source (`str`): What the fields are, for errors.
     """
     values = {k: v for k, v in budget.items() if k in JDCLTrainingConfig.field_names()}
-    values.update(ROWS[row])
+    values.update(fields)
     values.update(
         seed=seed,
         dataset_name=str(dataset_path),
@@ -213,7 +214,7 @@ def row_config(
         resume_from_checkpoint="latest" if output_dir.exists() else None,
         logger="none",
     )
-    return JDCLTrainingConfig.from_dict(values, source=f"row {row}")
+    return JDCLTrainingConfig.from_dict(values, source=source)
 
 
 def _subsample(dataset, label_column: str, per_class: int | None, seed: int):
@@ -686,7 +687,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run_root = work_dir / f"budget-{budget_key(budget)}"
     for row, seed in todo:
         output_dir = run_root / f"{row}-seed{seed}"
-        config = row_config(budget, row, seed, dataset_path, output_dir)
+        config = run_config(budget, ROWS[row], seed, dataset_path, output_dir, source=f"row {row}")
         config.show_progress = args.progress
         logger.info(f"Running {row} seed {seed} in {output_dir} (resume: {config.resume_from_checkpoint}).")
         start = time.perf_counter()

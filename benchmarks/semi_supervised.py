@@ -47,6 +47,7 @@ from continual import (
     load_data,
     make_budget,
     results_lock,
+    run_config,
     save_results,
 )
 from jdcl import JDCLPipeline, JointUNet2DModel
@@ -95,16 +96,8 @@ def pair_config(
     budget: dict, row: str, setting: str, seed: int, dataset: Path, output_dir: Path
 ) -> JDCLTrainingConfig:
     r"""The configuration of one (row, setting, seed): the budget, the row's method, the setting's labels, the seed."""
-    values = {k: v for k, v in budget.items() if k in JDCLTrainingConfig.field_names()}
-    values.update(ROWS[row], **SETTINGS[setting])
-    values.update(
-        seed=seed,
-        dataset_name=str(dataset),
-        output_dir=str(output_dir),
-        resume_from_checkpoint="latest" if output_dir.exists() else None,
-        logger="none",
-    )
-    return JDCLTrainingConfig.from_dict(values, source=f"{row} at {setting}")
+    fields = {**ROWS[row], **SETTINGS[setting]}
+    return run_config(budget, fields, seed, dataset, output_dir, source=f"{row} at {setting}")
 
 
 def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, Any]:
