@@ -231,7 +231,7 @@ def format_table(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default=",".join(ROWS), help=f"Comma-separated, from {', '.join(ROWS)}.")
-    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"Comma-separated, from {', '.join(SETTINGS)}.")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"Comma-separated, from {', '.join(SETTINGS).replace('%', '%%')}.")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="Comma-separated seeds.")
     parser.add_argument("--dataset", type=Path, default=default_dataset_path(), help="The mnist-10k folder.")
     parser.add_argument("--results", type=Path, default=None, help="The results file (a temporary one with --quick).")
@@ -255,9 +255,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     recorded = load_results(args.results, budget, args.quick)["rows"]
     pairs = args.pairs or [
         (row, setting, seed)
+        for seed in seeds  # seed-major: a stopped benchmark leaves whole tables for its first seeds
         for row in rows
         for setting in settings
-        for seed in seeds
         if seed not in recorded.get(pair_key(row, setting), {}).get("seeds", [])
     ]
     if args.workers > 1 and len(pairs) > 1:
