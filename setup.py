@@ -23,6 +23,7 @@ setup(
         "huggingface_hub>=0.30",
         "kornia>=0.8",
         "scikit-learn",
+        "torchmetrics>=1.4",
         "numpy",
         "Pillow",
         "tqdm",

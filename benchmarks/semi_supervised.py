@@ -231,7 +231,11 @@ def format_table(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default=",".join(ROWS), help=f"Comma-separated, from {', '.join(ROWS)}.")
-    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"Comma-separated, from {', '.join(SETTINGS).replace('%', '%%')}.")
+    parser.add_argument(
+        "--settings",
+        default=",".join(SETTINGS),
+        help=f"Comma-separated, from {', '.join(SETTINGS).replace('%', '%%')}.",
+    )
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="Comma-separated seeds.")
     parser.add_argument("--dataset", type=Path, default=default_dataset_path(), help="The mnist-10k folder.")
     parser.add_argument("--results", type=Path, default=None, help="The results file (a temporary one with --quick).")

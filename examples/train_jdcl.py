@@ -37,6 +37,11 @@ from jdcl.trainer import train_jdcl
 
 # Flags that are booleans in the config but read as switches (`--use_ema`, `--no_distillation`, ...).
 NEGATABLE_FLAGS = {"use_ema", "augment", "ema_warmup", "show_progress"}
+# List fields given as comma-separated words, with their help.
+COMMA_SEPARATED_FLAGS = {
+    "class_order": "Comma-separated class indices or names, e.g. 0,1,2,3 or cat,dog.",
+    "quality_metrics": "Comma-separated feature extractors of the quality metrics: referee (offline), dinov2, inception.",
+}
 
 
 def _flag_type(annotation):
@@ -67,12 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
                 parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=None)
             else:
                 parser.add_argument(f"--{field.name}", action="store_true", default=None)
-        elif field.name == "class_order":
+        elif field.name in COMMA_SEPARATED_FLAGS:
             parser.add_argument(
-                "--class_order",
+                f"--{field.name}",
                 type=lambda text: [item.strip() for item in text.split(",") if item.strip()],
                 default=None,
-                help="Comma-separated class indices or names, e.g. 0,1,2,3 or cat,dog.",
+                help=COMMA_SEPARATED_FLAGS[field.name],
             )
         elif field.name == "hub_token":
             parser.add_argument(

@@ -44,6 +44,8 @@ INTEGER_RANGES = {
     "eval_batch_size": (1, None),
     "grid_samples_per_class": (0, None),
     "grid_inference_steps": (1, None),
+    "quality_samples_per_class": (2, None),
+    "quality_referee_steps": (1, None),
     "seed": (0, 2**32 - 1),
     "checkpointing_steps": (1, None),
     "checkpoints_total_limit": (1, None),
@@ -92,6 +94,11 @@ RUN_IDENTITY_EXCLUDED = {
     "replay_batch_size",
     "eval_batch_size",
     "dataloader_num_workers",
+    # Measuring quality leaves the training run as it is.
+    "quality_metrics",
+    "quality_samples_per_class",
+    "quality_dinov2_model",
+    "quality_referee_steps",
 }
 
 
@@ -177,6 +184,11 @@ class JDCLTrainingConfig:
         eval_batch_size (`int`): Batch size of evaluation.
         grid_samples_per_class (`int`): Images per class in each task's sample grid.
         grid_inference_steps (`int`): DDIM steps of the sample grid.
+        quality_metrics (`list[str]`, *optional*): Feature extractors of the generation-quality metrics measured after
+            every task ("referee", "dinov2", "inception"); none when `None`. See `jdcl.quality`.
+        quality_samples_per_class (`int`): Fresh samples per seen class that the quality metrics measure.
+        quality_dinov2_model (`str`): The DINOv2 model of the "dinov2" extractor: a Hub id or a local folder.
+        quality_referee_steps (`int`): Training steps of the "referee" extractor's classifier.
         seed (`int`): Seed of everything.
         checkpointing_steps (`int`): Save an accelerate checkpoint every this many steps of a stage.
         checkpoints_total_limit (`int`): Keep at most this many checkpoints per stage.
@@ -249,6 +261,10 @@ class JDCLTrainingConfig:
     eval_batch_size: int = 512
     grid_samples_per_class: int = 8
     grid_inference_steps: int = 20
+    quality_metrics: list | None = None
+    quality_samples_per_class: int = 100
+    quality_dinov2_model: str = "facebook/dinov2-base"
+    quality_referee_steps: int = 1000
     seed: int = 0
     checkpointing_steps: int = 200
     checkpoints_total_limit: int = 2
@@ -267,6 +283,7 @@ class JDCLTrainingConfig:
 
     def validate(self) -> None:
         """Checks every value that can be checked before any data is loaded; raises `ValueError` naming the flag."""
+        from .quality.task_quality import check_quality_metrics
         from .strategies import STRATEGIES
 
         choices = {
@@ -292,6 +309,7 @@ class JDCLTrainingConfig:
         if self.labeled_fraction is not None and self.labeled_per_class is not None:
             raise ValueError("Pass either `--labeled_fraction` or `--labeled_per_class`, not both.")
         STRATEGIES[self.strategy].check_config(self)
+        check_quality_metrics(self.quality_metrics)
         if self.dataset_name is not None and self.train_data_dir is not None:
             raise ValueError("Pass either `--dataset_name` or `--train_data_dir`, not both.")
         if self.push_to_hub and self.hub_token is not None and self.logger in ("wandb", "all"):

@@ -108,6 +108,21 @@ def _metrics_table(metrics: Mapping[str, float]) -> str:
     return "\n".join(lines)
 
 
+def _quality_table(quality: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """Markdown table: one line per feature extractor, the Fréchet distance and KID of the samples and the rehearsal."""
+    lines = [
+        "| Features | Samples: FD | Samples: KID | Rehearsal: FD | Rehearsal: KID |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, sets in quality.items():
+        cells = []
+        for set_name in ("samples", "rehearsal"):
+            values = sets.get(set_name)
+            cells += ["", ""] if values is None else [f"{values['fd']:.3f}", f"{values['kid']:.4f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _without_secrets(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _without_secrets(v) for k, v in value.items() if not _SECRET_KEY_PATTERN.search(str(k))}
@@ -144,6 +159,7 @@ def make_task_model_card(
     sample_grid_path: str | None = "samples.png",
     training_config: Mapping[str, Any] | None = None,
     dataset_on_hub: bool | None = None,
+    quality: Mapping[str, Any] | None = None,
 ) -> ModelCard:
     """
     Builds the model card of the checkpoint saved after one task.
@@ -177,6 +193,8 @@ def make_task_model_card(
         dataset_on_hub (`bool`, *optional*, defaults to `None`):
             Whether `dataset_name` is a Hub dataset to list in the metadata; `None` guesses from its `owner/name`
             shape.
+        quality (`Mapping[str, Any]`, *optional*, defaults to `None`):
+            The task's generation quality (what [`~jdcl.quality.TaskQuality.measure`] returns), shown as a table.
 
     Returns:
         [`huggingface_hub.ModelCard`]: The card; `card.save(folder / "README.md")` writes it.
@@ -244,4 +262,5 @@ def make_task_model_card(
         load_arguments=load_arguments,
         example_labels=example_labels,
         training_config_text=config_text,
+        quality_table=_quality_table(quality) if quality else None,
     )

@@ -33,6 +33,7 @@ from .model_card import make_task_model_card
 from .models.joint_unet_2d import JointUNet2DModel
 from .pipelines.pipeline_jdcl import JDCLPipeline
 from .plotting import make_class_grid
+from .quality.task_quality import TaskQuality, quality_scalars
 from .run_folder import RUN_CONFIG_NAME, RunFolder
 from .stage import StageRunner, noise_scheduler_from_config
 from .strategies import STRATEGIES, ContinualStrategy, Task
@@ -125,6 +126,11 @@ class ContinualTrainer:
                 private=config.hub_private_repo,
                 api=hub_api,
             )
+        # Extractors with weights to load are loaded now: a missing download fails before any training.
+        self.quality_extractors = (
+            TaskQuality.load_extractors(config, accelerator.device) if config.quality_metrics else {}
+        )
+        self.quality: TaskQuality | None = None
         self.train_data: TensorData | None = None
         self.unlabeled_data: TensorData | None = None
         self.test_data: TensorData | None = None
@@ -222,6 +228,20 @@ class ContinualTrainer:
         for task_index in range(self.split.num_tasks):
             train.subset(self.split.new_classes(task_index))  # raises early for an empty task
         self.train_data, self.test_data = train, test.subset(self.split.all_classes)
+        if self.config.quality_metrics and self.accelerator.is_main_process:
+            # Quality is measured by the main process, against the real test images, with the referee trained on every
+            # real training image of the run's classes.
+            self.quality = TaskQuality.build(
+                self.config,
+                self.quality_extractors,
+                self.run_folder.path / "quality",
+                train.subset(self.split.all_classes),
+                self.test_data,
+                self.data.num_classes,
+                self.sampling_scheduler,
+                self.accelerator.device,
+                show_progress=self.show_progress,
+            )
         if self.labeled is not None:
             labeled = torch.from_numpy(self.labeled)
             self.train_data, self.unlabeled_data = train.select(labeled), train.select(~labeled)
@@ -269,6 +289,8 @@ class ContinualTrainer:
         strategy = self.build_strategy()
 
         metrics = self.run_folder.load_metrics(resume)
+        if self.quality is not None:
+            metrics.setdefault("quality", {"tasks": {}})["extractors"] = self.quality.extractor_records
         accuracy_matrix = AccuracyMatrix(num_tasks=self.split.num_tasks)
         model = None
         for task_index in range(self.split.num_tasks):
@@ -291,6 +313,9 @@ class ContinualTrainer:
             metrics["stage_seconds"][str(task_index + 1)] = task.stage_seconds
             if task.rehearsal is not None:
                 metrics["rehearsal"][str(task_index + 1)] = task.rehearsal
+            quality = self._measure_quality(strategy, task, model)
+            if quality is not None:
+                metrics["quality"]["tasks"][str(task_index + 1)] = quality
 
             # 4. Keep the task's record, save its pipeline, then the metrics; its stage checkpoints are then no
             #    longer needed.
@@ -302,11 +327,12 @@ class ContinualTrainer:
                         "accuracy_seen": evaluation.accuracy_seen,
                         "stage_seconds": task.stage_seconds,
                         "rehearsal": task.rehearsal,
+                        "quality": quality,
                     },
                 )
-            self._save_task(task_index, model, accuracy_matrix, summary)
+            self._save_task(task_index, model, accuracy_matrix, summary, quality)
             self._write_metrics(metrics, accuracy_matrix)
-            self._report(task_index, evaluation.accuracy_seen, summary)
+            self._report(task_index, evaluation.accuracy_seen, summary, quality)
             if accelerator.is_main_process:
                 self.run_folder.remove_stage_checkpoints(task_index)
 
@@ -339,6 +365,8 @@ class ContinualTrainer:
             metrics["stage_seconds"][key] = record["stage_seconds"]
             if record["rehearsal"] is not None:
                 metrics["rehearsal"][key] = record["rehearsal"]
+            if record.get("quality") is not None and "quality" in metrics:
+                metrics["quality"]["tasks"][key] = record["quality"]
         else:
             # A folder of a jdcl version that kept no task record: evaluate the task again.
             evaluation = self._evaluate(model, task_index)
@@ -356,13 +384,23 @@ class ContinualTrainer:
         tasks = self.split.tasks[: task_index + 1]
         return evaluate_seen_tasks(model, self.test_data, tasks, batch_size=self.config.eval_batch_size)
 
-    def _report(self, task_index: int, accuracy_seen: float, summary: dict) -> None:
+    def _measure_quality(self, strategy: ContinualStrategy, task: Task, model: JointUNet2DModel) -> dict | None:
+        """The task's generation quality, measured by the main process (`None` when no quality metric is asked)."""
+        quality = None
+        if self.quality is not None:
+            generator = strategy.task_generator(task, model)
+            quality = self.quality.measure(task.index, task.seen_classes, generator, model, task.rehearsal_set)
+        self.accelerator.wait_for_everyone()
+        return quality
+
+    def _report(self, task_index: int, accuracy_seen: float, summary: dict, quality: dict | None = None) -> None:
         if self.accelerator.is_main_process:
             self.accelerator.log(
                 {
                     "eval/accuracy_seen": accuracy_seen,
                     "eval/average_accuracy": summary["average_accuracy"],
                     "eval/forgetting": summary["forgetting"],
+                    **quality_scalars(quality or {}),
                 },
                 step=task_index + 1,
             )
@@ -423,7 +461,9 @@ class ContinualTrainer:
         )
         return make_class_grid(images.cpu(), labels, classes, self.data.class_names, samples_per_class=count)
 
-    def _save_task(self, task_index: int, model: JointUNet2DModel, accuracy_matrix: AccuracyMatrix, summary) -> None:
+    def _save_task(
+        self, task_index: int, model: JointUNet2DModel, accuracy_matrix: AccuracyMatrix, summary, quality: dict | None
+    ) -> None:
         if self.accelerator.is_main_process:
             pipeline = self.task_pipeline(model, task_index)
             grid = self._sample_grid(pipeline, task_index) if self.config.grid_samples_per_class > 0 else None
@@ -439,6 +479,7 @@ class ContinualTrainer:
                 repo_id=self.hub_uploader.repo_id if self.hub_uploader is not None else None,
                 sample_grid_path="samples.png" if grid is not None else None,
                 training_config=self.config.to_dict(),
+                quality=quality,
             )
             self.run_folder.save_task(task_index, pipeline, grid, card)
         self.accelerator.wait_for_everyone()

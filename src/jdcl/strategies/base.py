@@ -42,6 +42,7 @@ class Task:
         old_classes (`list[int]`): The classes of earlier tasks.
         stage_seconds (`dict[str, float]`): Wall time of each stage (and of rehearsal generation).
         rehearsal (`dict`, *optional*): The counts of its rehearsal set (see [`RehearsalSet.summary`]).
+        rehearsal_set ([`RehearsalSet`], *optional*): The rehearsal set itself, for the quality metrics.
     """
 
     index: int
@@ -49,6 +50,7 @@ class Task:
     old_classes: list[int]
     stage_seconds: dict[str, float] = field(default_factory=dict)
     rehearsal: dict | None = None
+    rehearsal_set: RehearsalSet | None = field(default=None, repr=False)
 
     @property
     def seen_classes(self) -> list[int]:
@@ -139,6 +141,17 @@ class ContinualStrategy:
             [`JointUNet2DModel`]: the model after this task (evaluated, saved as `task-K`, and the next `previous`).
         """
         raise NotImplementedError
+
+    def task_generator(self, task: Task, model: JointUNet2DModel) -> JointUNet2DModel:
+        r"""
+        The model that generates after `task` (what the quality metrics sample): the task's model itself, unless the
+        method keeps a separate generator.
+
+        Args:
+            task ([`Task`]): The task just learned.
+            model ([`JointUNet2DModel`]): What [`~ContinualStrategy.train_task`] returned for it.
+        """
+        return model
 
     # ------------------------------------------------------------------------------- tools the methods share
 
@@ -232,5 +245,6 @@ class ContinualStrategy:
                 rehearsal.save(saved)
             self.accelerator.wait_for_everyone()
         task.rehearsal = rehearsal.summary()
+        task.rehearsal_set = rehearsal
         task.stage_seconds["rehearsal"] = time.time() - start_time
         return rehearsal

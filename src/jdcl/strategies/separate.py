@@ -106,3 +106,6 @@ class SeparateStrategy(ContinualStrategy):
         )
         self.save_state_model(task, "generator", generator)
         return classifier
+
+    def task_generator(self, task: Task, model: JointUNet2DModel) -> JointUNet2DModel:
+        return self.load_state_model(task.index, "generator")
