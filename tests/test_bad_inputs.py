@@ -73,6 +73,10 @@ TRAINING_CASES = [
     ("missing_image_folder", {"train_data_dir": "{tmp}/nowhere"}, "--train_data_dir"),
     ("resume_from_a_non_checkpoint", {"resume_from_checkpoint": "{tmp}"}, "--resume_from_checkpoint"),
     ("pretrained_model_missing", {"pretrained_model_name_or_path": "{tmp}/nowhere"}, "nowhere"),
+    ("unknown_quality_metric", {"quality_metrics": ["fid"]}, "--quality_metrics"),
+    ("quality_metrics_as_a_string", {"quality_metrics": "referee"}, "quality_metrics"),
+    ("quality_samples_one", {"quality_samples_per_class": 1}, "--quality_samples_per_class"),
+    ("dinov2_missing", {"quality_metrics": ["dinov2"], "quality_dinov2_model": "{tmp}/nowhere"}, "nowhere"),
 ]
 
 

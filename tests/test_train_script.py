@@ -234,3 +234,8 @@ def test_two_cpu_processes(tmp_path):
     for k in (1, 2):
         assert (output_dir / f"task-{k}" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert not list(output_dir.glob("*.tmp"))
+
+
+def test_quality_extractors_are_given_comma_separated():
+    config = parse_config(["--quality_metrics", "referee, dinov2", "--quality_samples_per_class", "50"])
+    assert config.quality_metrics == ["referee", "dinov2"] and config.quality_samples_per_class == 50
