@@ -5,7 +5,10 @@
     python tests/reference/reference_runs.py --output runs.json --cases jdcl separate --seeds 0
 
 The numbers depend on the kernels torch picks for this CPU and on the thread count, so the script pins both before
-torch loads: one thread, and AVX2 code paths in ATen, oneDNN and MKL (every x86-64 CPU of the last decade has AVX2).
+torch loads: one thread, and AVX2 code paths in ATen, oneDNN and MKL. That makes a run bit-identical on one kind of
+CPU, not across vendors: the same pinned runs give other bits on an Intel Xeon than on the AMD EPYC they were recorded
+on. So each task's weights are kept twice: a SHA-256 (bit-identity, on a CPU like the recording one) and a signed
+count sketch of the flattened weights, whose distances estimate the weights' relative L2 distance.
 `tests/test_reference_runs.py` runs it and compares with `reference_runs.json`, recorded before the trainer was
 split into strategies: any change of behaviour, intended or not, shows there.
 """
@@ -98,6 +101,28 @@ def weights_checksum(path: Path) -> str:
     return digest.hexdigest()
 
 
+SKETCH_SIZE = 256
+
+
+def weights_sketch(path: Path) -> list[float]:
+    """A signed count sketch (fixed seed, `SKETCH_SIZE` buckets, float64) of every tensor of a safetensors file.
+
+    Each weight is added, with a random sign, to a random bucket, so the distance of two sketches over the norm of one
+    estimates the relative L2 distance of the two weight vectors (the estimate is unbiased and, for the few hundred
+    thousand weights here, within about 10%).
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    weights = torch.cat([tensors[name].double().flatten() for name in sorted(tensors)])
+    generator = torch.Generator().manual_seed(0)
+    buckets = torch.randint(0, SKETCH_SIZE, weights.shape, generator=generator)
+    signs = torch.randint(0, 2, weights.shape, generator=generator).double() * 2 - 1
+    sketch = torch.zeros(SKETCH_SIZE, dtype=torch.float64).index_add_(0, buckets, signs * weights)
+    return sketch.tolist()
+
+
 def run_case(name: str, seed: int, work_dir: Path) -> dict:
     import torch
 
@@ -108,14 +133,16 @@ def run_case(name: str, seed: int, work_dir: Path) -> dict:
     output_dir = work_dir / f"{name}-seed{seed}"
     config = JDCLTrainingConfig(**{**BASE, **CASES[name], "seed": seed, "output_dir": str(output_dir)})
     metrics = train_jdcl(config)
+    weight_files = [
+        output_dir / f"task-{k}" / "unet" / "diffusion_pytorch_model.safetensors"
+        for k in range(1, config.num_tasks + 1)
+    ]
     return {
         "accuracy_matrix": metrics["accuracy_matrix"],
         "accuracy_seen": metrics["accuracy_seen"],
         "rehearsal": metrics["rehearsal"],
-        "weights_sha256": [
-            weights_checksum(output_dir / f"task-{k}" / "unet" / "diffusion_pytorch_model.safetensors")
-            for k in range(1, config.num_tasks + 1)
-        ],
+        "weights_sha256": [weights_checksum(path) for path in weight_files],
+        "weights_sketch": [weights_sketch(path) for path in weight_files],
     }
 
 
