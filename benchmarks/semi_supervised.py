@@ -29,7 +29,6 @@ import datetime
 import json
 import math
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +56,7 @@ from jdcl.hub import task_revision
 from jdcl.tasks import ClassIncrementalSplit, resolve_class_order
 from jdcl.trainer import train_jdcl
 from machine import machine_summary
+from workers import run_in_workers
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -268,12 +268,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Each worker takes every `workers`-th pair, in a process of its own with one thread.
         common = ["--dataset", str(args.dataset), "--results", str(args.results), "--work_dir", str(args.work_dir)]
         common += ["--quick"] if args.quick else []
-        processes = [
-            subprocess.Popen([sys.executable, __file__, *common, "--pairs", json.dumps(pairs[worker :: args.workers])])
-            for worker in range(min(args.workers, len(pairs)))
-        ]
-        if any(process.wait() != 0 for process in processes):
-            raise SystemExit("A worker failed; rerun to continue where it stopped.")
+        run_in_workers(__file__, common, pairs, args.workers)
     else:
         torch.set_num_threads(1)
         for row, setting, seed in pairs:
