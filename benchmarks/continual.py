@@ -96,6 +96,7 @@ ROW_FIELDS = (
     "replay_sampler",
     "replay_selection",
     "replay_eta",
+    "replay_scheduler",
 )
 # `jdcl` is the library's defaults; every other row states how it differs.
 _JDCL = {name: getattr(JDCLTrainingConfig(), name) for name in ROW_FIELDS}

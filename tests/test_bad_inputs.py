@@ -40,6 +40,8 @@ TRAINING_CASES = [
     ("betas_reversed", {"beta_start": 0.02, "beta_end": 0.001}, "--beta_start"),
     ("ema_decay_above_one", {"ema_decay": 1.5}, "--ema_decay"),
     ("replay_eta_above_one", {"replay_eta": 2.0}, "--replay_eta"),
+    ("unknown_replay_scheduler", {"replay_scheduler": "dpm"}, "--replay_scheduler"),
+    ("replay_scheduler_of_another_schedule", {"replay_scheduler": "EDMEulerScheduler"}, "--replay_scheduler"),
     ("sampling_factor_below_one", {"replay_max_sampling_factor": 0.5}, "--replay_max_sampling_factor"),
     ("guidance_nan", {"replay_guidance_scale": math.nan}, "--replay_guidance_scale"),
     ("negative_loss_weight", {"classification_loss_weight": -1.0}, "--classification_loss_weight"),

@@ -172,7 +172,7 @@ class JDCLTrainingConfig:
         pseudo_label_threshold (`float`): Semi-supervised: an unlabelled image is pseudo-labelled when the
             classifier's top probability on its weak view reaches this (FixMatch: 0.95).
         replay_samples_per_class (`int`): Rehearsal quota per class.
-        replay_inference_steps (`int`): DDIM steps per rehearsal sample.
+        replay_inference_steps (`int`): Sampling steps per rehearsal sample (of `replay_scheduler`).
         replay_batch_size (`int`): Rehearsal samples generated at once, per process.
         replay_sampler (`str`): "label" (unguided, labelled by the model's classifier: the paper) or "guided".
         replay_guidance_scale (`float`): Guidance strength of the "guided" sampler.
@@ -180,7 +180,10 @@ class JDCLTrainingConfig:
         replay_selection (`str`): "first" (keep samples as they come until each quota is met: the paper) or
             "confident" (draw the whole `replay_max_sampling_factor` budget, keep each class's most confident).
         replay_eta (`float`): DDIM eta of rehearsal sampling: 0 is deterministic DDIM (the paper), 1 adds DDPM-like
-            noise at every step.
+            noise at every step. Schedulers without eta ignore it.
+        replay_scheduler (`str`): The diffusers scheduler that samples rehearsal, quality samples and grids, and that
+            the saved pipelines carry: "ddim" (the paper), "dpmsolver++", "unipc", "euler", ... (see
+            `jdcl.schedulers.REPLAY_SCHEDULERS`) or a scheduler class name such as "DPMSolverSinglestepScheduler".
         eval_batch_size (`int`): Batch size of evaluation.
         grid_samples_per_class (`int`): Images per class in each task's sample grid.
         grid_inference_steps (`int`): DDIM steps of the sample grid.
@@ -258,6 +261,7 @@ class JDCLTrainingConfig:
     replay_max_sampling_factor: float = 2.0
     replay_selection: str = "first"
     replay_eta: float = 0.0
+    replay_scheduler: str = "ddim"
     eval_batch_size: int = 512
     grid_samples_per_class: int = 8
     grid_inference_steps: int = 20
@@ -284,6 +288,7 @@ class JDCLTrainingConfig:
     def validate(self) -> None:
         """Checks every value that can be checked before any data is loaded; raises `ValueError` naming the flag."""
         from .quality.task_quality import check_quality_metrics
+        from .schedulers import sampling_scheduler_from_config
         from .strategies import STRATEGIES
 
         choices = {
@@ -310,6 +315,7 @@ class JDCLTrainingConfig:
             raise ValueError("Pass either `--labeled_fraction` or `--labeled_per_class`, not both.")
         STRATEGIES[self.strategy].check_config(self)
         check_quality_metrics(self.quality_metrics)
+        sampling_scheduler_from_config(self)
         if self.dataset_name is not None and self.train_data_dir is not None:
             raise ValueError("Pass either `--dataset_name` or `--train_data_dir`, not both.")
         if self.push_to_hub and self.hub_token is not None and self.logger in ("wandb", "all"):
@@ -435,6 +441,7 @@ ADDED_FIELDS = (
     "labeled_per_class",
     "unlabeled_batch_ratio",
     "pseudo_label_threshold",
+    "replay_scheduler",
 )
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
@@ -23,6 +22,7 @@ from .atomic import replace_directory, write_json
 from .augment import TwoViewAugmentation
 from .models.joint_unet_2d import JointUNet2DModel
 from .objectives import DistillationObjective, JointObjective, StageOutputs, stage_outputs
+from .schedulers import noise_scheduler_from_config
 from .stage_data import StageData
 
 
@@ -71,22 +71,6 @@ class JointForward(torch.nn.Module):
         self, noisy_sample: torch.Tensor, timesteps: torch.Tensor, clean_sample: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return stage_outputs(self.unet, noisy_sample, timesteps, clean_sample, self.predict_noise, self.classify)
-
-
-def noise_scheduler_from_config(config) -> DDPMScheduler:
-    r"""
-    The training noise schedule of a run: linear betas, epsilon prediction.
-
-    Args:
-        config ([`JDCLTrainingConfig`]): The run's configuration.
-    """
-    return DDPMScheduler(
-        num_train_timesteps=config.num_train_timesteps,
-        beta_start=config.beta_start,
-        beta_end=config.beta_end,
-        beta_schedule="linear",
-        prediction_type="epsilon",
-    )
 
 
 class StageRunner:

@@ -11,7 +11,6 @@ import time
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
-from diffusers import DDIMScheduler
 from tqdm.auto import tqdm
 
 from .augment import TwoViewAugmentation
@@ -35,7 +34,8 @@ from .pipelines.pipeline_jdcl import JDCLPipeline
 from .plotting import make_class_grid
 from .quality.task_quality import TaskQuality, quality_scalars
 from .run_folder import RUN_CONFIG_NAME, RunFolder
-from .stage import StageRunner, noise_scheduler_from_config
+from .schedulers import sampling_scheduler_from_config
+from .stage import StageRunner
 from .strategies import STRATEGIES, ContinualStrategy, Task
 from .tasks import ClassIncrementalSplit, resolve_class_order
 
@@ -109,7 +109,7 @@ class ContinualTrainer:
         self.claims_folder = self.run_folder.check(self.identity, resume=config.resume_from_checkpoint is not None)
         self.run_folder.check_resume_target(config.resume_from_checkpoint)
 
-        self.sampling_scheduler = DDIMScheduler.from_config(noise_scheduler_from_config(config).config)
+        self.sampling_scheduler = sampling_scheduler_from_config(config)
         self.stages = StageRunner(
             accelerator,
             config,
