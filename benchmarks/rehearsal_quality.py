@@ -9,10 +9,13 @@ fitted on the real training split; its accuracy on the real test split is printe
 
     python benchmarks/rehearsal_quality.py runs benchmarks/runs/budget-*/jdcl-seed0 [--json out.json]
 
-`sampler` compares rehearsal settings on one saved model instead: for each DDIM step count, eta and selection rule it
-generates a rehearsal set with `RehearsalSampler.sample` and reports the referee's agreement with its labels.
+`sampler` compares rehearsal settings on one saved model instead: for each scheduler, step count, eta, selection rule
+and sampler it generates a rehearsal set with `RehearsalSampler.sample` and reports its sampling time and model
+evaluations, the referee's agreement with its labels, train-on-rehearsal-test-on-real, and the Fréchet distance and
+KID to the real test images of its classes on the features of `jdcl.quality`'s referee (trained once, kept in
+`--quality_referee_dir`).
 
-    python benchmarks/rehearsal_quality.py sampler RUN/state/task-2/local --classes 2,3 [--json out.json]
+    python benchmarks/rehearsal_quality.py sampler RUN/task-4/unet --classes 0,1,2,3,4,5,6,7 [--json out.json]
 """
 
 import os
@@ -29,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler
 from safetensors.torch import load_file
 from sklearn.neural_network import MLPClassifier
 
@@ -38,30 +40,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from continual import default_dataset_path  # noqa: E402
 from jdcl import JDCLPipeline, JointUNet2DModel
 from jdcl.config import JDCLTrainingConfig
-from jdcl.data import infer_num_channels, load_classification_dataset, prepare_tensors
+from jdcl.data import TensorData, infer_num_channels, load_classification_dataset, prepare_tensors
+from jdcl.quality import QualityReference, load_or_train_referee
 from jdcl.rehearsal import RehearsalSampler
+from jdcl.schedulers import sampling_scheduler_from_config
 from machine import machine_summary  # noqa: E402
 
 
-# (DDIM steps, eta, selection): the paper's rehearsal (eta 0, "first", the library default at 20 steps) at several step
-# counts, then stochastic DDIM and confident selection.
+# (scheduler, steps, eta, selection, sampler): the paper's rehearsal (DDIM, eta 0, "first", "label"; the library
+# default at 20 steps) and DPM-Solver++ at the same and at fewer steps, then the continual benchmark's other rows:
+# stochastic DDIM with confident selection (`jdcl_confident`) and classifier guidance (`jdcl_guided`).
 SAMPLER_SETTINGS = (
-    "10:0:first,20:0:first,50:0:first,20:1:first,10:1:first,20:0:confident,10:0:confident,10:1:confident"
+    "ddim:20:0:first:label,ddim:10:0:first:label,ddim:5:0:first:label,ddim:2:0:first:label,"
+    "dpmsolver++:20:0:first:label,dpmsolver++:10:0:first:label,dpmsolver++:5:0:first:label,"
+    "dpmsolver++:2:0:first:label,ddim:20:1:first:label,ddim:20:1:confident:label,ddim:20:0:first:guided"
 )
+DEFAULT_QUALITY_REFEREE_DIR = Path(__file__).resolve().parent / "runs" / "quality-referee"
 
 
-def parse_settings(text: str) -> list[tuple[int, float, str]]:
-    """`"STEPS:ETA:SELECTION,..."` as a list of `(steps, eta, selection)`."""
+def parse_settings(text: str) -> list[tuple[str, int, float, str, str]]:
+    """`"SCHEDULER:STEPS:ETA:SELECTION:SAMPLER,..."` as a list of tuples (`STEPS:ETA:SELECTION` means DDIM, label)."""
     settings = []
     for item in text.split(","):
-        steps, eta, selection = item.split(":")
-        settings.append((int(steps), float(eta), selection))
+        fields = item.split(":")
+        scheduler, steps, eta, selection, sampler = ["ddim", *fields, "label"] if len(fields) == 3 else fields
+        settings.append((scheduler, int(steps), float(eta), selection, sampler))
     return settings
 
 
-def real_digits(dataset_path: Path, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def real_digits(dataset_path: Path, resolution: int) -> list[TensorData]:
     r"""
-    The real training and test digits as flat float arrays in [-1, 1] and their labels.
+    The real training and test digits, as the runs see them.
 
     Args:
         dataset_path (`Path`): The mnist-10k folder.
@@ -69,12 +78,15 @@ def real_digits(dataset_path: Path, resolution: int) -> tuple[np.ndarray, np.nda
     """
     data = load_classification_dataset(dataset_name=str(dataset_path), seed=0)
     channels = infer_num_channels(data.train, data.image_column)
-    splits = [
+    return [
         prepare_tensors(split, data.image_column, data.label_column, resolution, channels, show_progress=False)
         for split in (data.train, data.test)
     ]
-    (train_x, train_y), (test_x, test_y) = [(s.to_float().flatten(1).numpy(), s.labels.numpy()) for s in splits]
-    return train_x, train_y, test_x, test_y
+
+
+def flat(split: TensorData) -> tuple[np.ndarray, np.ndarray]:
+    """Flat float images in [-1, 1] and labels, as the scikit-learn referee reads them."""
+    return split.to_float().flatten(1).numpy(), split.labels.numpy()
 
 
 def fit_referee(
@@ -135,37 +147,39 @@ def rehearsal_agreement(referee: MLPClassifier, path: Path) -> dict:
 
 def compare_samplers(
     referee: MLPClassifier,
+    quality_reference: QualityReference,
     model_path: Path,
     classes: list[int],
     samples_per_class: int,
     test_x: np.ndarray,
     test_y: np.ndarray,
-    settings: list[tuple[int, float, str]],
+    settings: list[tuple[str, int, float, str, str]],
 ) -> list:
     r"""
     Generates a rehearsal set of `classes` from one saved model under each of `settings` and measures it.
 
     Args:
         referee (`MLPClassifier`): From [`fit_referee`].
-        model_path (`Path`): A saved `JointUNet2DModel` folder (e.g. a run's `state/task-K/local`).
+        quality_reference ([`QualityReference`]): The real test images on `jdcl.quality`'s referee features.
+        model_path (`Path`): A saved `JointUNet2DModel` folder (e.g. a run's `task-K/unet` or `state/task-K/local`).
         classes (`list[int]`): The classes to generate.
         samples_per_class (`int`): The quota per class.
         test_x (`np.ndarray`), test_y (`np.ndarray`): The real test digits, for train-on-rehearsal-test-on-real.
-        settings (`list`): `(DDIM steps, eta, selection)` triples.
+        settings (`list`): `(scheduler, steps, eta, selection, sampler)` tuples.
     """
     defaults = JDCLTrainingConfig()
     unet = JointUNet2DModel.from_pretrained(model_path).eval()
-    scheduler = DDIMScheduler(
-        num_train_timesteps=defaults.num_train_timesteps, beta_start=defaults.beta_start, beta_end=defaults.beta_end
-    )
-    pipeline = JDCLPipeline(unet=unet, scheduler=scheduler)
     rows = []
-    for steps, eta, selection in settings:
+    for scheduler_name, steps, eta, selection, sampler_name in settings:
+        scheduler = sampling_scheduler_from_config(JDCLTrainingConfig(replay_scheduler=scheduler_name))
+        pipeline = JDCLPipeline(unet=unet, scheduler=scheduler)
         start = time.perf_counter()
         sampler = RehearsalSampler(
             samples_per_class=samples_per_class,
             num_inference_steps=steps,
             batch_size=256,
+            sampler=sampler_name,
+            guidance_scale=defaults.replay_guidance_scale,
             max_sampling_factor=defaults.replay_max_sampling_factor,
             selection=selection,
             eta=eta,
@@ -173,24 +187,34 @@ def compare_samplers(
         output = sampler.sample(
             pipeline, classes, samples_per_class, generator=torch.manual_seed(0), show_progress=False
         )
+        seconds = time.perf_counter() - start
         predicted = referee.predict(output.images.flatten(1).numpy())
+        distances = quality_reference.measure(output.images, output.labels, classes=classes)
         row = {
+            "scheduler": scheduler_name,
             "num_inference_steps": steps,
             "eta": eta,
             "selection": selection,
+            "sampler": sampler_name,
+            "fd": distances["fd"],
+            "kid": distances["kid"],
+            "fd_per_class": distances["per_class"],
             "agreement": float((predicted == output.labels.numpy()).mean()),
             "train_on_rehearsal_test_on_real": train_on_rehearsal_test_on_real(
                 output.images.flatten(1).numpy(), output.labels.numpy(), test_x, test_y
             ),
             "num_generated": output.num_generated,
             "num_filled": output.num_filled,
-            "seconds": time.perf_counter() - start,
+            # UNet passes: the timesteps the scheduler set for the sampling (twice the steps for Heun's second order).
+            "model_evaluations": output.num_generated * len(scheduler.timesteps),
+            "seconds": seconds,
         }
         rows.append(row)
         print(
-            f"{steps:3d} steps, eta {eta}, {selection:9s}: referee agreement {row['agreement']:.3f}, "
-            f"train-on-rehearsal-test-on-real {row['train_on_rehearsal_test_on_real']:.3f} "
-            f"({output.num_generated} drawn, {output.num_filled} filled, {row['seconds']:.0f} s)"
+            f"{scheduler_name:12s} {steps:3d} steps, eta {eta}, {selection:9s} {sampler_name:6s}: FD {row['fd']:.3f}, "
+            f"KID {row['kid']:.4f}, referee agreement {row['agreement']:.3f}, train-on-rehearsal-test-on-real "
+            f"{row['train_on_rehearsal_test_on_real']:.3f} ({output.num_generated} drawn, {output.num_filled} filled, "
+            f"{seconds:.0f} s)"
         )
     return rows
 
@@ -201,7 +225,15 @@ def main() -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="Run folders (runs) or one saved model (sampler).")
     parser.add_argument("--classes", type=str, default="2,3", help="sampler: comma-separated classes.")
     parser.add_argument("--samples_per_class", type=int, default=100, help="sampler: quota per class.")
-    parser.add_argument("--settings", default=SAMPLER_SETTINGS, help="sampler: STEPS:ETA:SELECTION,... to compare.")
+    parser.add_argument(
+        "--settings", default=SAMPLER_SETTINGS, help="sampler: SCHEDULER:STEPS:ETA:SELECTION:SAMPLER,... to compare."
+    )
+    parser.add_argument(
+        "--quality_referee_dir",
+        type=Path,
+        default=DEFAULT_QUALITY_REFEREE_DIR,
+        help="sampler: where jdcl.quality's referee is kept (trained there once).",
+    )
     parser.add_argument("--dataset", type=Path, default=None, help="mnist-10k folder (default as continual.py).")
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
@@ -210,7 +242,8 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    train_x, train_y, test_x, test_y = real_digits(args.dataset or default_dataset_path(), args.resolution)
+    train, test = real_digits(args.dataset or default_dataset_path(), args.resolution)
+    (train_x, train_y), (test_x, test_y) = flat(train), flat(test)
     referee, referee_accuracy = fit_referee(train_x, train_y, test_x, test_y)
     print(f"referee accuracy on the real test digits: {referee_accuracy:.3f}")
     figures = {"referee_test_accuracy": referee_accuracy, "machine": machine_summary(), "runs": {}}
@@ -218,8 +251,20 @@ def main() -> None:
         classes = [int(c) for c in args.classes.split(",")]
         figures["model"] = str(args.paths[0])
         figures["classes"] = classes
+        quality_referee = load_or_train_referee(
+            args.quality_referee_dir, train, test, int(train.labels.max()) + 1, num_steps=1000, seed=0
+        )
+        figures["quality_referee_test_accuracy"] = quality_referee.test_accuracy
+        quality_reference = QualityReference(quality_referee, test.images, test.labels)
         figures["samplers"] = compare_samplers(
-            referee, args.paths[0], classes, args.samples_per_class, test_x, test_y, parse_settings(args.settings)
+            referee,
+            quality_reference,
+            args.paths[0],
+            classes,
+            args.samples_per_class,
+            test_x,
+            test_y,
+            parse_settings(args.settings),
         )
     for run in args.paths if args.mode == "runs" else []:
         for path in sorted(run.glob("state/task-*/rehearsal.safetensors"), key=lambda p: int(p.parent.name[5:])):

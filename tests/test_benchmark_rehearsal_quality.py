@@ -39,9 +39,43 @@ def test_rehearsal_agreement_per_class_and_group(tmp_path):
 
 def test_parse_settings():
     benchmark = load_benchmark("rehearsal_quality")
-    assert benchmark.parse_settings("20:0:first,10:1.0:confident") == [(20, 0.0, "first"), (10, 1.0, "confident")]
-    # The default comparison parses, and starts from the library's own rehearsal (20 steps, eta 0, first).
-    assert benchmark.parse_settings(benchmark.SAMPLER_SETTINGS)[1] == (20, 0.0, "first")
+    assert benchmark.parse_settings("20:0:first,dpmsolver++:10:1.0:confident:guided") == [
+        ("ddim", 20, 0.0, "first", "label"),
+        ("dpmsolver++", 10, 1.0, "confident", "guided"),
+    ]
+    # The default comparison parses, and starts from the library's own rehearsal (DDIM, 20 steps, eta 0, first).
+    assert benchmark.parse_settings(benchmark.SAMPLER_SETTINGS)[0] == ("ddim", 20, 0.0, "first", "label")
+
+
+class MeanPixel(torch.nn.Module):
+    """Features: each image's mean and standard deviation."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([images.mean(dim=(1, 2, 3)), images.std(dim=(1, 2, 3))], dim=1)
+
+
+def test_compare_samplers_measures_each_scheduler_on_a_saved_model(tmp_path):
+    from jdcl.quality import QualityReference
+
+    from .utils import tiny_unet
+
+    benchmark = load_benchmark("rehearsal_quality")
+    tiny_unet().save_pretrained(tmp_path / "unet")
+    real = torch.rand(8, 1, 16, 16) * 2 - 1
+    reference = QualityReference(MeanPixel(), real, torch.tensor([0, 1] * 4))
+    settings = benchmark.parse_settings("ddim:2:0:first:label,dpmsolver++:2:0:first:label,heun:2:0:first:label")
+    rows = benchmark.compare_samplers(
+        ReadPixelReferee(), reference, tmp_path / "unet", [0, 1], 3, real.flatten(1).numpy(), np.zeros(8), settings
+    )
+    assert [row["scheduler"] for row in rows] == ["ddim", "dpmsolver++", "heun"]
+    for row in rows:
+        assert row["fd"] >= 0.0 and np.isfinite(row["kid"]) and set(row["fd_per_class"]) == {"0", "1"}
+        assert 0.0 <= row["agreement"] <= 1.0 and row["num_generated"] >= 6
+    # Two steps are two UNet passes per image, except for Heun's second order (its last step is first order).
+    assert rows[0]["model_evaluations"] == rows[0]["num_generated"] * 2
+    assert rows[2]["model_evaluations"] == rows[2]["num_generated"] * 3
+    # Another solver from the same noise gives other images.
+    assert rows[0]["fd"] != rows[1]["fd"]
 
 
 def test_train_on_rehearsal_scores_only_the_rehearsed_classes():
