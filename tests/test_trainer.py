@@ -142,13 +142,23 @@ def test_end_to_end_jdcl_writes_every_output(tmp_path):
     # Tensorboard holds the loss terms of local and global stages, and the evaluation.
     event_files = list((output_dir / "logs").rglob("events.out.tfevents.*"))
     assert event_files
-    tags = set()
+    tags, throughput = set(), []
     for event_file in event_files:
         accumulator = EventAccumulator(str(event_file))
         accumulator.Reload()
         tags |= set(accumulator.Tags()["scalars"])
+        throughput += [
+            event.value
+            for tag in accumulator.Tags()["scalars"]
+            if tag.endswith("_per_second")
+            for event in accumulator.Scalars(tag)
+        ]
+    # Steps and images per second, at every logged step of every stage.
+    assert throughput and all(value > 0 for value in throughput)
     for tag in (
         "task_1/local/loss",
+        "task_1/local/steps_per_second",
+        "task_2/global/images_per_second",
         "task_1/local/diffusion",
         "task_1/local/classification",
         "task_2/local/loss",

@@ -213,6 +213,8 @@ class StageRunner:
             desc=f"Task {task_index + 1} {stage.name}",
             disable=not self.show_progress,
         )
+        # Throughput over the steps since the last log (read after the losses, which wait for the device).
+        last_log_step, last_log_time = start_step, time.perf_counter()
         for step in range(start_step, num_steps):
             # 1. Seed the step: its batch, noise, timesteps and dropout depend on the step alone.
             seed = self.stage_seed(task_index, stage, step)
@@ -272,6 +274,10 @@ class StageRunner:
             # 5. Log the terms now and then (reading them back waits for the device), checkpoint on schedule.
             if step % 10 == 0 or step == num_steps - 1:
                 values = {name: float(value.detach()) for name, value in terms.items()}
+                now = time.perf_counter()
+                values["steps_per_second"] = (step + 1 - last_log_step) / max(now - last_log_time, 1e-9)
+                values["images_per_second"] = values["steps_per_second"] * len(noisy) * accelerator.num_processes
+                last_log_step, last_log_time = step + 1, now
                 progress.set_postfix(loss=f"{values['loss']:.4f}")
                 accelerator.log(
                     {f"task_{task_index + 1}/{stage.name}/{name}": value for name, value in values.items()}, step=step
