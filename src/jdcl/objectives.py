@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from .models.joint_unet_2d import JointUNet2DModel
 
@@ -288,6 +289,7 @@ class DistillationObjective:
         return self
 
     @torch.no_grad()
+    @record_function("jdcl.teachers")
     def teacher_outputs(self, outputs: StageOutputs) -> dict[str, TeacherOutputs]:
         r"""Each teacher's outputs on its own group of the batch (empty for a group without teacher or samples)."""
         targets = {}

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
+from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from .atomic import replace_directory, write_json
@@ -216,31 +217,34 @@ class StageRunner:
         # Throughput over the steps since the last log (read after the losses, which wait for the device).
         last_log_step, last_log_time = start_step, time.perf_counter()
         for step in range(start_step, num_steps):
-            # 1. Seed the step: its batch, noise, timesteps and dropout depend on the step alone.
-            seed = self.stage_seed(task_index, stage, step)
-            torch.manual_seed(seed)
-            generator = torch.Generator().manual_seed(seed)
-            batch = data.sample(config.train_batch_size, generator, device)
+            # 1. Seed the step: its batch, noise, timesteps and dropout depend on the step alone. (The `record_function`
+            #    ranges name the parts of a step in a profile, as benchmarks/stage_speed.py reads them.)
+            with record_function("jdcl.batch"):
+                seed = self.stage_seed(task_index, stage, step)
+                torch.manual_seed(seed)
+                generator = torch.Generator().manual_seed(seed)
+                batch = data.sample(config.train_batch_size, generator, device)
             with accelerator.accumulate(joint_module):
                 # 2. Two views: one noised for the diffusion loss, one clean for the classifier. Unlabelled images
                 #    join the diffusion view, and give the classifier a weak view (to pseudo-label) and a strong one.
-                diffusion_view, classifier_view = self.augmentation(batch.images)
-                clean_view, weak_view = classifier_view, None
-                if batch.unlabeled_images is not None:
-                    unlabeled = batch.unlabeled_images
-                    augment = self.augmentation.enabled
-                    diffusion_view = torch.cat(
-                        [diffusion_view, self.augmentation.diffusion_view(unlabeled) if augment else unlabeled]
-                    )
-                    weak_view = self.augmentation.weak_view(unlabeled)
-                    clean_view = torch.cat([classifier_view, self.augmentation.strong_view(unlabeled)])
-                noise = torch.randn(diffusion_view.shape, generator=generator).to(device)
-                timesteps = torch.randint(
-                    0, self.noise_scheduler.config.num_train_timesteps, (diffusion_view.shape[0],), generator=generator
-                ).to(device)
-                noisy = self.noise_scheduler.add_noise(diffusion_view, noise, timesteps)
+                with record_function("jdcl.views"):
+                    diffusion_view, classifier_view = self.augmentation(batch.images)
+                    clean_view, weak_view = classifier_view, None
+                    if batch.unlabeled_images is not None:
+                        unlabeled = batch.unlabeled_images
+                        augment = self.augmentation.enabled
+                        diffusion_view = torch.cat(
+                            [diffusion_view, self.augmentation.diffusion_view(unlabeled) if augment else unlabeled]
+                        )
+                        weak_view = self.augmentation.weak_view(unlabeled)
+                        clean_view = torch.cat([classifier_view, self.augmentation.strong_view(unlabeled)])
+                    noise = torch.randn(diffusion_view.shape, generator=generator).to(device)
+                    timesteps = torch.randint(
+                        0, self.noise_scheduler.config.num_train_timesteps, (len(diffusion_view),), generator=generator
+                    ).to(device)
+                    noisy = self.noise_scheduler.add_noise(diffusion_view, noise, timesteps)
                 # 3. The outputs the objective reads, and its loss.
-                with accelerator.autocast():
+                with record_function("jdcl.forward"), accelerator.autocast():
                     noise_pred, logits = joint_module(noisy, timesteps, clean_view)
                     unlabeled_logits = weak_logits = None
                     if weak_view is not None:
@@ -263,13 +267,16 @@ class StageRunner:
                         )
                     )
                 # 4. The update, then the EMA.
-                accelerator.backward(terms["loss"])
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(joint_module.parameters(), config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                with record_function("jdcl.backward"):
+                    accelerator.backward(terms["loss"])
+                with record_function("jdcl.optimizer"):
+                    if accelerator.sync_gradients and config.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(joint_module.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
             if accelerator.sync_gradients and ema is not None:
-                ema.step(model.parameters())
+                with record_function("jdcl.ema"):
+                    ema.step(model.parameters())
             progress.update(1)
             # 5. Log the terms now and then (reading them back waits for the device), checkpoint on schedule.
             if step % 10 == 0 or step == num_steps - 1:
