@@ -70,7 +70,38 @@ STEP_RANGES = (
     "jdcl.optimizer",
     "jdcl.ema",
 )
-NUM_CLASSES = 10
+
+
+def schedule_hours(config: JDCLTrainingConfig, num_classes: int, local: dict, global_: dict, sampling: dict) -> dict:
+    r"""
+    Device-hours of the preset's whole schedule at the measured speeds: the first task and every later task's local
+    and global stages, and every task's rehearsal (each class seen so far, `replay_samples_per_class` kept, from
+    `replay_inference_steps` steps; between one and `replay_max_sampling_factor` draws per kept sample).
+
+    Args:
+        config ([`JDCLTrainingConfig`]): The preset.
+        num_classes (`int`): Classes of its data set.
+        local (`dict`), global_ (`dict`): The measured steps (`seconds_per_step`).
+        sampling (`dict`): The measured sampling (`images_per_second` at `num_inference_steps`).
+    """
+    later_tasks = config.num_tasks - 1
+    training = config.total_first_task_steps * local["seconds_per_step"] + later_tasks * (
+        config.local_train_steps * local["seconds_per_step"] + config.global_train_steps * global_["seconds_per_step"]
+    )
+    classes_per_task = num_classes / config.num_tasks
+    kept = sum(config.replay_samples_per_class * classes_per_task * (task + 1) for task in range(1, config.num_tasks))
+    seconds_per_image = config.replay_inference_steps / (
+        sampling["images_per_second"] * sampling["num_inference_steps"]
+    )
+    rehearsal = kept * seconds_per_image
+    return {
+        "training_hours": training / 3600,
+        "rehearsal_hours": [rehearsal / 3600, rehearsal * config.replay_max_sampling_factor / 3600],
+        "total_hours": [
+            (training + rehearsal) / 3600,
+            (training + rehearsal * config.replay_max_sampling_factor) / 3600,
+        ],
+    }
 
 
 def peak_tflops(device_name: str | None) -> float | None:
@@ -111,10 +142,10 @@ def build_config(args) -> JDCLTrainingConfig:
     return JDCLTrainingConfig.from_file(args.preset, **overrides)
 
 
-def random_images(count: int, channels: int, resolution: int, seed: int) -> TensorData:
+def random_images(count: int, channels: int, resolution: int, num_classes: int, seed: int) -> TensorData:
     generator = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (count, channels, resolution, resolution), dtype=torch.uint8, generator=generator)
-    return TensorData(images, torch.arange(count) % NUM_CLASSES)
+    return TensorData(images, torch.arange(count) % num_classes)
 
 
 class StepTimer:
@@ -160,7 +191,9 @@ class StepTimer:
         reset_peak_memory(device)
         warm = self.run(stage, model, data, objective, warmup)
         total = self.run(stage, model, data, objective, warmup + steps)
-        seconds_per_step = max(total - warm, 1e-9) / steps
+        seconds_per_step = (total - warm) / steps
+        if seconds_per_step <= 0:  # a few steps of a small model, lost in the set-up's noise: the whole stage's mean
+            seconds_per_step = total / (warmup + steps)
         flops = count_flops(lambda: self.run(stage, model, data, objective, 1))
         activities = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
@@ -227,6 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--preset", type=Path, default=None, help="A YAML preset (examples/configs/); the demo if none."
     )
+    parser.add_argument("--num_classes", type=int, default=10, help="Classes of the preset's data set.")
     parser.add_argument("--train_batch_size", type=int, default=None, help="Overrides the preset's batch.")
     parser.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
     parser.add_argument("--device", default="cpu", help="`cpu` or `cuda`.")
@@ -251,11 +285,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sample_size=config.resolution,
         in_channels=channels,
         out_channels=channels,
-        num_classes=NUM_CLASSES,
+        num_classes=args.num_classes,
     )
     timer = StepTimer(config, accelerator, channels)
     batch = config.train_batch_size
-    local_data = StageData(real=random_images(4 * batch, channels, config.resolution, seed=0))
+    local_data = StageData(real=random_images(4 * batch, channels, config.resolution, args.num_classes, seed=0))
     local = timer.measure(
         Stage("local", 1),
         model,
@@ -265,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.steps,
         batch,
     )
-    generated = random_images(4 * batch, channels, config.resolution, seed=1)
+    generated = random_images(4 * batch, channels, config.resolution, args.num_classes, seed=1)
     rehearsal = RehearsalSet(
         images=generated.to_float(),
         labels=generated.labels,
@@ -302,6 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "global_step": global_,
         "global_over_local_step_time": global_["seconds_per_step"] / local["seconds_per_step"],
         "rehearsal_sampling": sampling,
+        "schedule": schedule_hours(config, args.num_classes, local, global_, sampling),
     }
     print(f"jdcl stage speed: {report['preset']}, batch {batch}, {device}, mixed precision {config.mixed_precision}")
     for name in ("local_step", "global_step"):
@@ -319,6 +354,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"  rehearsal sampling ({sampling['scheduler']}, {sampling['num_inference_steps']} steps, batch "
         f"{sampling['batch_size']}): {sampling['images_per_second']:.1f} img/s, {sampling['gflops_per_image']:.2f} "
         f"GFLOP per image"
+    )
+    schedule = report["schedule"]
+    print(
+        f"  the preset's whole schedule at these speeds: {schedule['training_hours']:.1f} h of training, "
+        f"{schedule['rehearsal_hours'][0]:.1f}-{schedule['rehearsal_hours'][1]:.1f} h of rehearsal"
     )
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from .utils import load_benchmark
 
 
@@ -35,3 +37,30 @@ def test_peak_of_known_gpus():
     assert benchmark.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert benchmark.peak_tflops("NVIDIA L4") == 121.0
     assert benchmark.peak_tflops("Some Future GPU") is None and benchmark.peak_tflops(None) is None
+
+
+def test_schedule_hours_on_a_hand_made_schedule():
+    from jdcl.config import JDCLTrainingConfig
+
+    benchmark = load_benchmark("stage_speed")
+    config = JDCLTrainingConfig(
+        num_tasks=3,
+        first_task_train_steps=10,
+        local_train_steps=4,
+        global_train_steps=6,
+        replay_samples_per_class=2,
+        replay_inference_steps=20,
+        replay_max_sampling_factor=2.0,
+    )
+    hours = benchmark.schedule_hours(
+        config,
+        num_classes=6,
+        local={"seconds_per_step": 1.0},
+        global_={"seconds_per_step": 2.0},
+        sampling={"images_per_second": 10.0, "num_inference_steps": 5},
+    )
+    # Training: 10 * 1 + 2 * (4 * 1 + 6 * 2) = 42 s. Rehearsal: 2 per class of the 4, then 6 seen classes = 20
+    # images, at 20 / (10 * 5) = 0.4 s each: 8 s, or 16 s when every kept sample took two draws.
+    assert hours["training_hours"] * 3600 == pytest.approx(42.0)
+    assert [h * 3600 for h in hours["rehearsal_hours"]] == pytest.approx([8.0, 16.0])
+    assert [h * 3600 for h in hours["total_hours"]] == pytest.approx([50.0, 58.0])
