@@ -43,12 +43,7 @@ import torch
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from continual import (
-    DEFAULT_RESULTS as CLAIMS_RESULTS,
-)
-from continual import (
-    ROWS as CLAIMS_ROWS,
-)
+import continual
 from continual import (
     budget_key,
     default_dataset_path,
@@ -81,7 +76,7 @@ QUICK_QUALITY = {"quality_metrics": ["referee"], "quality_samples_per_class": 4,
 
 def pair_config(args, budget: dict, row: str, seed: int):
     output_dir = args.work_dir / f"budget-{budget_key(budget)}" / f"{row}-seed{seed}"
-    fields = {**CLAIMS_ROWS[row], **(QUICK_QUALITY if args.quick else QUALITY)}
+    fields = {**continual.ROWS[row], **(QUICK_QUALITY if args.quick else QUALITY)}
     return run_config(budget, fields, seed, args.dataset, output_dir, source=f"row {row} with quality metrics")
 
 
@@ -150,9 +145,9 @@ def spearman(pairs: list[tuple[float, float]]) -> dict[str, float | int | None]:
 
 def claims_accuracy(budget: dict, row: str, seed: int) -> list | None:
     """The claims benchmark's accuracy matrix of the same (row, seed) and budget, where it is recorded."""
-    if not CLAIMS_RESULTS.is_file():
+    if not continual.DEFAULT_RESULTS.is_file():
         return None
-    claims = json.loads(CLAIMS_RESULTS.read_text())
+    claims = json.loads(continual.DEFAULT_RESULTS.read_text())
     entry = claims["rows"].get(row) or {}
     if claims.get("budget") != budget or seed not in entry.get("seeds", []):
         return None
@@ -211,7 +206,7 @@ def run_pair(args, budget: dict, row: str, seed: int) -> None:
     }
     with results_lock(args.results):
         results = load_results(args.results, budget, args.quick)
-        entry = results["rows"].setdefault(row, {"fields": CLAIMS_ROWS[row], "runs": []})
+        entry = results["rows"].setdefault(row, {"fields": continual.ROWS[row], "runs": []})
         if seed in [recorded["seed"] for recorded in entry["runs"]]:
             return
         entry["runs"].append(run)

@@ -4,20 +4,15 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from jdcl.run_folder import RunFolder
 from jdcl.trainer import train_jdcl
 
 from .test_trainer import tiny_config
-from .utils import SimulatedKill
+from .utils import SimulatedKill, task_unet_weights
 
 
 QUALITY = {"quality_metrics": ["referee"], "quality_samples_per_class": 6, "quality_referee_steps": 40}
-
-
-def unet_weights(run_dir, task: int) -> dict:
-    return load_file(run_dir / f"task-{task}" / "unet" / "diffusion_pytorch_model.safetensors")
 
 
 def test_quality_is_measured_after_every_task_and_leaves_the_run_unchanged(tmp_path):
@@ -28,8 +23,8 @@ def test_quality_is_measured_after_every_task_and_leaves_the_run_unchanged(tmp_p
 
     # 1. The same run: accuracies and weights, bit for bit.
     assert measured["accuracy_matrix"] == plain["accuracy_matrix"]
-    for name, tensor in unet_weights(tmp_path / "plain", 2).items():
-        assert torch.equal(tensor, unet_weights(tmp_path / "measured", 2)[name]), name
+    for name, tensor in task_unet_weights(tmp_path / "plain", 2).items():
+        assert torch.equal(tensor, task_unet_weights(tmp_path / "measured", 2)[name]), name
 
     # 2. metrics.json: the referee's accuracy, and per task the samples (and, from task 2, the rehearsal).
     assert "quality" not in plain

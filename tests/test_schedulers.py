@@ -4,7 +4,6 @@ saved pipelines."""
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, DPMSolverSinglestepScheduler
-from safetensors.torch import load_file
 
 from jdcl import JDCLPipeline
 from jdcl.config import JDCLTrainingConfig
@@ -12,6 +11,7 @@ from jdcl.schedulers import REPLAY_SCHEDULERS, sampling_scheduler_from_config
 from jdcl.trainer import train_jdcl
 
 from .test_trainer import tiny_config
+from .utils import task_unet_weights
 
 
 @pytest.mark.parametrize("name", sorted(REPLAY_SCHEDULERS))
@@ -32,17 +32,13 @@ def test_a_class_name_is_accepted_and_the_default_is_ddim():
     assert isinstance(sampling_scheduler_from_config(config), DPMSolverSinglestepScheduler)
 
 
-def unet_weights(run_dir, task: int) -> dict:
-    return load_file(run_dir / f"task-{task}" / "unet" / "diffusion_pytorch_model.safetensors")
-
-
 def test_rehearsal_is_sampled_with_the_chosen_scheduler(tmp_path):
     ddim = train_jdcl(tiny_config(tmp_path / "ddim"))
     dpm = train_jdcl(tiny_config(tmp_path / "dpm", replay_scheduler="dpmsolver++"))
     # Task 1 has no rehearsal: the same weights. Task 2 trains on rehearsal from another solver: other weights.
-    first_ddim, first_dpm = unet_weights(tmp_path / "ddim", 1), unet_weights(tmp_path / "dpm", 1)
+    first_ddim, first_dpm = task_unet_weights(tmp_path / "ddim", 1), task_unet_weights(tmp_path / "dpm", 1)
     assert all(torch.equal(first_ddim[name], first_dpm[name]) for name in first_ddim)
-    second_ddim, second_dpm = unet_weights(tmp_path / "ddim", 2), unet_weights(tmp_path / "dpm", 2)
+    second_ddim, second_dpm = task_unet_weights(tmp_path / "ddim", 2), task_unet_weights(tmp_path / "dpm", 2)
     assert not all(torch.equal(second_ddim[name], second_dpm[name]) for name in second_ddim)
     assert dpm["rehearsal"]["2"]["per_class"] == ddim["rehearsal"]["2"]["per_class"]
     # The saved pipeline samples with it too.

@@ -15,6 +15,7 @@ from jdcl.objectives import FixMatchObjective, StageOutputs
 from jdcl.trainer import train_jdcl
 
 from .test_reliability import tiny_config
+from .utils import task_unet_weights
 
 
 def test_the_labelled_examples_are_class_balanced_seeded_and_at_least_one_per_class():
@@ -52,10 +53,6 @@ SEMI = {"num_tasks": 2, "class_order": [0, 1, 2, 3], "local_train_steps": 2, "gl
 SEMI["unlabeled_batch_ratio"] = 3
 
 
-def weights(output_dir, task: int) -> dict:
-    return load_file(output_dir / f"task-{task}" / "unet" / "diffusion_pytorch_model.safetensors")
-
-
 def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
 
@@ -82,7 +79,9 @@ def test_all_labels_is_the_supervised_run(tmp_path):
     train_jdcl(tiny_config(tmp_path / "all_labels", labeled_fraction=1.0, **SEMI))
     assert not (tmp_path / "all_labels" / "labeled_examples.json").exists()
     for task in (1, 2):
-        assert same_weights(weights(tmp_path / "supervised", task), weights(tmp_path / "all_labels", task))
+        assert same_weights(
+            task_unet_weights(tmp_path / "supervised", task), task_unet_weights(tmp_path / "all_labels", task)
+        )
 
 
 @pytest.mark.parametrize("strategy", ["jdcl", "replay_buffer"])
@@ -108,7 +107,9 @@ def test_the_labels_of_unlabelled_examples_are_never_read(tmp_path, monkeypatch,
     dirty = train_jdcl(tiny_config(tmp_path / "poisoned", **settings), data=poisoned)
     assert clean["accuracy_matrix"] == dirty["accuracy_matrix"]
     for task in (1, 2):
-        assert same_weights(weights(tmp_path / "clean", task), weights(tmp_path / "poisoned", task))
+        assert same_weights(
+            task_unet_weights(tmp_path / "clean", task), task_unet_weights(tmp_path / "poisoned", task)
+        )
     if strategy == "replay_buffer":
         # The buffer keeps labelled images only.
         buffer = load_file(tmp_path / "clean" / "state" / "task-2" / "buffer.safetensors")

@@ -7,6 +7,7 @@ from types import ModuleType
 
 import torch
 from diffusers import DDIMScheduler
+from safetensors.torch import load_file
 
 from jdcl import JDCLPipeline, JointUNet2DModel
 
@@ -88,3 +89,8 @@ def run_killed_when_logged(config, tag: str, step: int) -> None:
         patch.setattr(Accelerator, "log", log_then_die)
         with pytest.raises(SimulatedKill):
             train_jdcl(config)
+
+
+def task_unet_weights(run_dir, task: int) -> dict:
+    """The UNet weights a run saved after task `task` (from 1)."""
+    return load_file(Path(run_dir) / f"task-{task}" / "unet" / "diffusion_pytorch_model.safetensors")
