@@ -37,6 +37,9 @@ def test_quality_is_measured_after_every_task_and_leaves_the_run_unchanged(tmp_p
     assert set(samples["per_class"]) == set(rehearsal["per_class"]) == {"0", "1", "2", "3"}
     assert samples["fd"] > 0 and rehearsal["fd"] > 0
     assert (tmp_path / "measured" / "quality" / "referee" / "referee.json").is_file()
+    # Its cost, per task, beside the stages'; not in a run without it.
+    assert all(measured["stage_seconds"][task]["quality"] > 0 for task in ("1", "2"))
+    assert all("quality" not in plain["stage_seconds"][task] for task in ("1", "2"))
 
     # 3. The model card's table and the tensorboard scalars.
     card = (tmp_path / "measured" / "task-2" / "README.md").read_text()

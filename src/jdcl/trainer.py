@@ -385,11 +385,14 @@ class ContinualTrainer:
         return evaluate_seen_tasks(model, self.test_data, tasks, batch_size=self.config.eval_batch_size)
 
     def _measure_quality(self, strategy: ContinualStrategy, task: Task, model: JointUNet2DModel) -> dict | None:
-        """The task's generation quality, measured by the main process (`None` when no quality metric is asked)."""
+        """The task's generation quality, measured by the main process (`None` when no quality metric is asked); its
+        seconds go to the task's `stage_seconds` under "quality"."""
         quality = None
         if self.quality is not None:
+            start_time = time.time()
             generator = strategy.task_generator(task, model)
             quality = self.quality.measure(task.index, task.seen_classes, generator, model, task.rehearsal_set)
+            task.stage_seconds["quality"] = time.time() - start_time
         self.accelerator.wait_for_everyone()
         return quality
 
