@@ -229,3 +229,12 @@ def test_bad_input_raises_clear_errors():
         model.classify(torch.rand(1, 16, 16))
     with pytest.raises(ValueError, match="same channels and size"):
         model.joint_forward(torch.rand(2, 1, 32, 32), 3, torch.rand(2, 1, 16, 16))
+
+
+def test_attention_runs_through_pytorch_fused_attention():
+    # Every attention block of the joint model goes through `F.scaled_dot_product_attention` (flash or
+    # memory-efficient kernels on a GPU), diffusers' default, not a hand-written softmax(QK^T)V.
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    processors = [module.processor for module in tiny_unet().modules() if isinstance(module, Attention)]
+    assert processors and all(isinstance(processor, AttnProcessor2_0) for processor in processors)
