@@ -46,6 +46,14 @@ def test_quick_quality_benchmark_records_and_resumes(tmp_path):
     assert 0 < len(jdcl["forgetting_pairs"]) <= 2 + 4 + 6 + 8
     assert set(results["rank_correlation"]) == {"jdcl"}
     assert results["quality_claim"]["jdcl_below_separate"] is None  # separate did not run
+    # The verdict is seed by seed: one seed each way is no verdict.
+    separate = {"runs": [dict(jdcl, seed=0, quality={"1": {"referee": {"samples": {"fd": 1.0}}}})]}
+    mixed = {"rows": {"jdcl": results["rows"]["jdcl"], "separate": separate}}
+    mixed["rows"]["jdcl"] = {"runs": [dict(jdcl, quality={"1": {"referee": {"samples": {"fd": 2.0}}}})]}
+    mixed["rows"]["jdcl"]["runs"].append(dict(jdcl, seed=1, quality={"1": {"referee": {"samples": {"fd": 0.5}}}}))
+    separate["runs"].append(dict(jdcl, seed=1, quality={"1": {"referee": {"samples": {"fd": 1.0}}}}))
+    benchmark.summarize(mixed)
+    assert mixed["quality_claim"]["jdcl_below_separate"] == "mixed: supported on 1 of 2 seeds"
     # A second invocation finds everything recorded and trains nothing.
     before = json.loads(results_path.read_text())
     assert benchmark.main(common)["rows"] == before["rows"]
