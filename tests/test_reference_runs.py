@@ -6,9 +6,9 @@ weights still had the recorded SHA-256s). The same short runs (two seeds, three 
 bundled digits) must give the same rehearsal counts, the same accuracies and the same weights of every task.
 
 "The same weights" is bit-identity on a CPU like the recording one (AMD EPYC), and otherwise a relative L2 distance
-under `WEIGHT_TOLERANCE`. Measured on the recording machine with the jdcl and finetune cases: other kernels (AVX-512,
-two threads) move the weights of the three tasks by 1e-6 to 1.3e-4; the smallest behaviour changes tried (a learning
-rate 1% higher, one more step per stage) move them by 7.7e-3 to 5e-2. A change of behaviour that is meant must record
+under `WEIGHT_TOLERANCE`. Measured on the recording machine: AVX-512 kernels instead of the pinned AVX2 ones move the
+last task's weights of the 20 runs by 8e-7 to 6.6e-4 (the most without EMA); the smallest behaviour changes tried on
+jdcl and finetune (a learning rate 1% higher, one more step per stage) move them by 7.7e-3 to 5e-2. A change of behaviour that is meant must record
 the file again and say so in its commit.
 """
 
@@ -23,7 +23,7 @@ import pytest
 
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
-WEIGHT_TOLERANCE = 1e-3
+WEIGHT_TOLERANCE = 3e-3
 # One test image of the smallest task's test split (72 images): no kernel difference measured so far flipped one.
 ACCURACY_TOLERANCE = 0.015
 
