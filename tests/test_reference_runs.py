@@ -8,8 +8,8 @@ bundled digits) must give the same rehearsal counts, the same accuracies and the
 "The same weights" is bit-identity on a CPU like the recording one (AMD EPYC), and otherwise a relative L2 distance
 under `WEIGHT_TOLERANCE`. Measured on the recording machine: AVX-512 kernels instead of the pinned AVX2 ones move the
 weights of every task of the 20 runs by 8e-7 to 6.6e-4 (the most without EMA); the smallest behaviour changes tried on
-jdcl and finetune (a learning rate 1% higher, one more step per stage) move them by 7.7e-3 to 5e-2. A change of behaviour that is meant must record
-the file again and say so in its commit.
+jdcl and finetune (a learning rate 1% higher, one more step per stage) move them by 7.7e-3 to 5e-2. A change of
+behaviour that is meant must record the file again and say so in its commit.
 """
 
 import json
