@@ -46,7 +46,7 @@ from jdcl.schedulers import sampling_scheduler_from_config
 from jdcl.stage import Stage, StageRunner
 from jdcl.stage_data import StageData
 from machine import machine_description
-from speed import count_flops
+from speed import MIXED_PRECISION_DTYPES, count_flops, synchronize
 
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity), from the vendors' data sheets, by a substring of the device name.
@@ -111,11 +111,6 @@ def peak_tflops(device_name: str | None) -> float | None:
     return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in device_name), None)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -169,10 +164,10 @@ class StepTimer:
 
     def run(self, stage: Stage, model: JointUNet2DModel, data: StageData, objective, steps: int) -> float:
         """Seconds of a stage of `steps` steps (the device's queue included)."""
-        synchronize(self.accelerator.device)
+        synchronize()
         start = time.perf_counter()
         self.runner.run(stage, 0, copy.deepcopy(model), data, steps, objective)
-        synchronize(self.accelerator.device)
+        synchronize()
         return time.perf_counter() - start
 
     def measure(self, stage: Stage, model, data, objective, warmup: int, steps: int, images_per_step: int) -> dict:
@@ -230,7 +225,8 @@ def measure_sampling(config: JDCLTrainingConfig, model: JointUNet2DModel, batch_
         device (`torch.device`): Where to sample.
     """
     pipeline = JDCLPipeline(unet=model.to(device).eval(), scheduler=sampling_scheduler_from_config(config))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
+    dtype = MIXED_PRECISION_DTYPES[config.mixed_precision]
+    autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     def sample():
         with autocast:
@@ -238,10 +234,10 @@ def measure_sampling(config: JDCLTrainingConfig, model: JointUNet2DModel, batch_
 
     sample()  # warm-up
     reset_peak_memory(device)
-    synchronize(device)
+    synchronize()
     start = time.perf_counter()
     sample()
-    synchronize(device)
+    synchronize()
     seconds = time.perf_counter() - start
     flops = count_flops(sample)
     return {
@@ -261,6 +257,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--preset", type=Path, default=None, help="A YAML preset (examples/configs/); the demo if none."
     )
     parser.add_argument("--num_classes", type=int, default=10, help="Classes of the preset's data set.")
+    parser.add_argument(
+        "--num_channels",
+        type=int,
+        default=None,
+        help="Image channels of its data set (default: 1 for the demo, else 3).",
+    )
     parser.add_argument("--train_batch_size", type=int, default=None, help="Overrides the preset's batch.")
     parser.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
     parser.add_argument("--device", default="cpu", help="`cpu` or `cuda`.")
@@ -277,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: torch {torch.__version__} sees no CUDA device; use --device cpu.")
     config = build_config(args)
-    channels = 1 if args.preset is None else 3
+    channels = args.num_channels or (1 if args.preset is None else 3)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=device.type == "cpu")
     torch.manual_seed(0)
     model = JointUNet2DModel(
