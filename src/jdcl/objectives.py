@@ -24,7 +24,8 @@ class StageOutputs:
         logits (`torch.Tensor`, *optional*): The student's logits of the clean view; `None` when it reads none.
         noise (`torch.Tensor`): The noise that was added.
         labels (`torch.Tensor`): The batch's labels (given or generated).
-        is_old (`torch.Tensor`): Which samples are rehearsal of classes of earlier tasks.
+        is_old (`torch.Tensor`): Which samples are rehearsal of classes of earlier tasks. On the host (as stages pass
+            it), splitting the batch into its groups costs no wait for the device.
         noisy_sample (`torch.Tensor`): The noisy input `x_t` (teachers see the same).
         timesteps (`torch.Tensor`): Its timesteps.
         clean_sample (`torch.Tensor`): The clean classifier view.
@@ -89,6 +90,21 @@ def stage_outputs(
     if classify:
         return None, unet.classify(clean_sample)
     raise ValueError("A training stage must compute the noise prediction, the logits or both.")
+
+
+def group_indices(is_old: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+    r"""
+    The rows of a batch's `"old"` and `"new"` groups, as index tensors on `device`. Their lengths are known on the host:
+    with `is_old` on the host, neither selecting a group nor weighing it by its size waits for the device.
+
+    Args:
+        is_old (`torch.Tensor`): `(B,)` bool, which samples are rehearsal of classes of earlier tasks.
+        device (`torch.device`): Where the batch is.
+    """
+    return {
+        "old": is_old.nonzero().flatten().to(device),
+        "new": (~is_old).nonzero().flatten().to(device),
+    }
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probabilities: torch.Tensor) -> torch.Tensor:
@@ -195,9 +211,9 @@ class FixMatchObjective(JointObjective):
         confidence, pseudo_labels = outputs.weak_logits.float().softmax(dim=-1).max(dim=-1)
         kept = confidence >= self.pseudo_label_threshold
         fraction_kept = kept.float().mean()
-        pseudo_label_term = outputs.unlabeled_logits.new_zeros((), dtype=torch.float32)
-        if bool(kept.any()):
-            pseudo_label_term = F.cross_entropy(outputs.unlabeled_logits[kept].float(), pseudo_labels[kept])
+        # The mean over the kept images, as a masked sum: selecting them would wait for the device to count them.
+        per_image = F.cross_entropy(outputs.unlabeled_logits.float(), pseudo_labels, reduction="none")
+        pseudo_label_term = (per_image * kept).sum() / kept.sum().clamp(min=1)
         loss = terms["loss"] + self.classification * fraction_kept * pseudo_label_term
         return {
             **terms,
@@ -292,19 +308,18 @@ class DistillationObjective:
     @record_function("jdcl.teachers")
     def teacher_outputs(self, outputs: StageOutputs) -> dict[str, TeacherOutputs]:
         r"""Each teacher's outputs on its own group of the batch (empty for a group without teacher or samples)."""
+        groups = group_indices(outputs.is_old, outputs.noisy_sample.device)
         targets = {}
-        for name, teacher, mask in (
-            ("old", self.old_teacher, outputs.is_old),
-            ("new", self.new_teacher, ~outputs.is_old),
-        ):
-            if teacher is None or not bool(mask.any()):
+        for name, teacher in (("old", self.old_teacher), ("new", self.new_teacher)):
+            index = groups[name]
+            if teacher is None or len(index) == 0:
                 targets[name] = TeacherOutputs()
                 continue
             noise_pred, logits = stage_outputs(
                 teacher,
-                outputs.noisy_sample[mask],
-                outputs.timesteps[mask],
-                outputs.clean_sample[mask],
+                outputs.noisy_sample[index],
+                outputs.timesteps[index],
+                outputs.clean_sample[index],
                 self.predict_noise,
                 self.classify,
             )
@@ -330,8 +345,8 @@ class DistillationObjective:
         terms = joint_loss(outputs, self.diffusion, self.classification, classification_enabled)
         loss = terms.pop("loss")
         batch_size = outputs.labels.shape[0]
-        for name, mask in (("old", outputs.is_old), ("new", ~outputs.is_old)):
-            group_size = int(mask.sum())
+        for name, index in group_indices(outputs.is_old, outputs.noise.device).items():
+            group_size = len(index)
             targets = teacher_outputs[name]
             for kind, student_output, teacher_output in (
                 ("diffusion", outputs.noise_pred, targets.noise_pred),
@@ -344,10 +359,10 @@ class DistillationObjective:
                     continue
                 group_weight = 2 * group_size / batch_size
                 if kind == "diffusion":
-                    term = F.mse_loss(student_output[mask].float(), teacher_output.float())
+                    term = F.mse_loss(student_output[index].float(), teacher_output.float())
                     loss = loss + group_weight * self.distillation_diffusion * term
                 else:
-                    term = soft_cross_entropy(student_output[mask], teacher_output.float().softmax(dim=-1))
+                    term = soft_cross_entropy(student_output[index], teacher_output.float().softmax(dim=-1))
                     if classification_enabled:
                         loss = loss + group_weight * self.distillation_classification * term
                 terms[f"distill_{kind}_{name}"] = term.detach()

@@ -16,7 +16,8 @@ class StageBatch:
     Args:
         images (`torch.Tensor`): `(B, C, H, W)` float in [-1, 1], on the device.
         labels (`torch.Tensor`): `(B,)`.
-        is_old (`torch.Tensor`): `(B,)` bool; whether each sample is rehearsal of a class of an earlier task.
+        is_old (`torch.Tensor`): `(B,)` bool; whether each sample is rehearsal of a class of an earlier task. It stays
+            on the host: the global stage splits the batch by it, which would otherwise wait for the device.
         unlabeled_images (`torch.Tensor`, *optional*): `(B * ratio, C, H, W)` unlabelled images in [-1, 1]
             (semi-supervised stages).
     """
@@ -85,7 +86,7 @@ class StageData:
             batch = StageBatch(
                 images=torch.cat([batch.images, _to_float(self.buffer.images[indices], device)]),
                 labels=torch.cat([batch.labels, self.buffer.labels[indices].to(device)]),
-                is_old=torch.cat([batch.is_old, torch.ones(num_buffer, dtype=torch.bool, device=device)]),
+                is_old=torch.cat([batch.is_old, torch.ones(num_buffer, dtype=torch.bool)]),
             )
         if self.unlabeled is not None:
             indices = torch.randint(
@@ -102,11 +103,13 @@ class StageData:
         elif not bool(from_real.any()):
             images = self.rehearsal_images[indices - self.num_real].to(device)
         else:
+            # Rows as index tensors made on the host: a boolean mask on the device would wait for it to count rows.
+            real_rows, generated_rows = from_real.nonzero().flatten(), (~from_real).nonzero().flatten()
             images = torch.empty((batch_size, *self.rehearsal_images.shape[1:]), device=device)
-            images[from_real.to(device)] = _to_float(self.real_images[indices[from_real]], device)
-            images[~from_real.to(device)] = self.rehearsal_images[indices[~from_real] - self.num_real].to(device)
+            images[real_rows.to(device)] = _to_float(self.real_images[indices[real_rows]], device)
+            images[generated_rows.to(device)] = self.rehearsal_images[indices[generated_rows] - self.num_real].to(device)
         return StageBatch(
-            images=images, labels=self.labels[indices].to(device), is_old=self.is_old[indices].to(device)
+            images=images, labels=self.labels[indices].to(device), is_old=self.is_old[indices]
         )
 
 
