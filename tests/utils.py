@@ -67,9 +67,9 @@ class SimulatedKill(Exception):
     """Raised inside a run to stand for a kill at a chosen moment."""
 
 
-def run_killed_when_logged(config, tag: str, step: int) -> None:
+def run_killed_when_logged(config, tag: str, step: int, **kwargs) -> None:
     r"""
-    Runs `train_jdcl(config)` and kills it (raises [`SimulatedKill`]) when the stage logs `tag` at `step`: logging
+    Runs `train_jdcl(config, **kwargs)` and kills it (raises [`SimulatedKill`]) when the stage logs `tag` at `step`: logging
     comes after the step's update and before its checkpoint, so the run dies with what it had saved until then.
     """
     import pytest
@@ -88,7 +88,7 @@ def run_killed_when_logged(config, tag: str, step: int) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Accelerator, "log", log_then_die)
         with pytest.raises(SimulatedKill):
-            train_jdcl(config)
+            train_jdcl(config, **kwargs)
 
 
 def task_unet_weights(run_dir, task: int) -> dict:

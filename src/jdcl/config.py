@@ -94,6 +94,10 @@ RUN_IDENTITY_EXCLUDED = {
     "replay_batch_size",
     "eval_batch_size",
     "dataloader_num_workers",
+    # How fast a run goes, not what it trains: a killed run may resume with or without them.
+    "adam_fused",
+    "channels_last",
+    "compile",
     # Measuring quality leaves the training run as it is.
     "quality_metrics",
     "quality_samples_per_class",
@@ -133,6 +137,12 @@ class JDCLTrainingConfig:
         max_grad_norm (`float`): Gradient clipping norm; 0 disables clipping.
         mixed_precision (`str`): "no", "fp16" or "bf16" (passed to accelerate).
         gradient_checkpointing (`bool`): Trade compute for memory in the UNet.
+        adam_fused (`bool`): AdamW's update as fused kernels (`fused=True`) instead of one kernel per operation over
+            all tensors (`foreach=True`). Same arithmetic, rounded differently.
+        channels_last (`bool`): Models and batches in the channels-last memory format, which tensor-core GPUs
+            convolve faster; saved weights are in the usual format.
+        compile (`bool`): `torch.compile` (inductor) the training step of every stage, its teachers and the sampling
+            UNet; each stage and each sampling batch size compiles once, on its first call.
         first_task_train_steps (`int`, *optional*): Steps of the first task; `local_train_steps + global_train_steps`
             when `None`, so that the first task trains as long as every later one. Its generator makes the old-class
             rehearsal of every later task, which is why it is not cut to one stage's length.
@@ -229,6 +239,9 @@ class JDCLTrainingConfig:
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
+    adam_fused: bool = False
+    channels_last: bool = False
+    compile: bool = False
     first_task_train_steps: int | None = None
     local_train_steps: int = 300
     global_train_steps: int = 300

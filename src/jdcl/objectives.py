@@ -92,6 +92,29 @@ def stage_outputs(
     raise ValueError("A training stage must compute the noise prediction, the logits or both.")
 
 
+class JointForward(torch.nn.Module):
+    r"""
+    Routes `forward` to [`stage_outputs`], so that DDP (which syncs the gradients of `forward` calls only) can wrap a
+    stage's training step, and `torch.compile` can compile a teacher's, whichever outputs its objective reads.
+
+    Args:
+        unet ([`JointUNet2DModel`]): The model being trained, or a teacher.
+        predict_noise (`bool`, *optional*, defaults to `True`): Whether to compute the noise prediction.
+        classify (`bool`, *optional*, defaults to `True`): Whether to compute the logits of the clean images.
+    """
+
+    def __init__(self, unet: JointUNet2DModel, predict_noise: bool = True, classify: bool = True):
+        super().__init__()
+        self.unet = unet
+        self.predict_noise = predict_noise
+        self.classify = classify
+
+    def forward(
+        self, noisy_sample: torch.Tensor, timesteps: torch.Tensor, clean_sample: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return stage_outputs(self.unet, noisy_sample, timesteps, clean_sample, self.predict_noise, self.classify)
+
+
 def group_indices(is_old: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
     r"""
     The rows of a batch's `"old"` and `"new"` groups, as index tensors on `device`. Their lengths are known on the host:
@@ -180,7 +203,12 @@ class JointObjective:
         """Whether a term reads the logits; a stage without one skips the classifier."""
         return self.classification != 0
 
-    def to(self, device: torch.device) -> "JointObjective":
+    def to(
+        self,
+        device: torch.device,
+        memory_format: torch.memory_format = torch.contiguous_format,
+        compile_kwargs: dict | None = None,
+    ) -> "JointObjective":
         return self
 
     def __call__(self, outputs: StageOutputs) -> dict[str, torch.Tensor]:
@@ -297,11 +325,32 @@ class DistillationObjective:
         """Whether a term reads the logits; a stage without one skips the classifier."""
         return self.classification != 0 or self.distillation_classification != 0
 
-    def to(self, device: torch.device) -> "DistillationObjective":
-        """Puts the teachers on `device`, frozen and in eval mode: dropout in a teacher only adds noise to targets."""
-        for teacher in (self.old_teacher, self.new_teacher):
-            if teacher is not None:
-                teacher.to(device).eval().requires_grad_(False)
+    def __post_init__(self):
+        self.to(None)
+
+    def to(
+        self,
+        device: torch.device | None,
+        memory_format: torch.memory_format = torch.contiguous_format,
+        compile_kwargs: dict | None = None,
+    ) -> "DistillationObjective":
+        r"""
+        Puts the teachers on `device`, frozen and in eval mode: dropout in a teacher only adds noise to targets.
+
+        Args:
+            device (`torch.device`): Where the stage trains (`None`: where the teachers are).
+            memory_format (`torch.memory_format`, *optional*, defaults to `torch.contiguous_format`): The teachers'.
+            compile_kwargs (`dict`, *optional*): `torch.compile` arguments for the teachers' forward; eager if `None`.
+        """
+        self.teacher_forwards = {}
+        for name, teacher in (("old", self.old_teacher), ("new", self.new_teacher)):
+            if teacher is None:
+                continue
+            teacher.to(device, memory_format=memory_format).eval().requires_grad_(False)
+            forward = JointForward(teacher, self.predict_noise, self.classify)
+            self.teacher_forwards[name] = (
+                forward if compile_kwargs is None else torch.compile(forward, **compile_kwargs)
+            )
         return self
 
     @torch.no_grad()
@@ -310,18 +359,13 @@ class DistillationObjective:
         r"""Each teacher's outputs on its own group of the batch (empty for a group without teacher or samples)."""
         groups = group_indices(outputs.is_old, outputs.noisy_sample.device)
         targets = {}
-        for name, teacher in (("old", self.old_teacher), ("new", self.new_teacher)):
-            index = groups[name]
-            if teacher is None or len(index) == 0:
+        for name, index in groups.items():
+            teacher_forward = self.teacher_forwards.get(name)
+            if teacher_forward is None or len(index) == 0:
                 targets[name] = TeacherOutputs()
                 continue
-            noise_pred, logits = stage_outputs(
-                teacher,
-                outputs.noisy_sample[index],
-                outputs.timesteps[index],
-                outputs.clean_sample[index],
-                self.predict_noise,
-                self.classify,
+            noise_pred, logits = teacher_forward(
+                outputs.noisy_sample[index], outputs.timesteps[index], outputs.clean_sample[index]
             )
             targets[name] = TeacherOutputs(noise_pred=noise_pred, logits=logits)
         return targets

@@ -19,6 +19,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_file
+from .compilation import maybe_compile, memory_format
 from .models.joint_unet_2d import JointUNet2DModel, class_mask, mask_logits
 from .pipelines.pipeline_jdcl import JDCLPipeline, check_sampling_arguments
 
@@ -139,6 +140,7 @@ class RehearsalSampler:
         selection (`str`): `"first"`: keep samples as they come until each quota is met (the paper). `"confident"`:
             always draw the whole budget, then keep each class's samples that the labeller is most confident about.
         eta (`float`): DDIM's eta: 0 is deterministic DDIM (the paper), 1 adds DDPM-like noise at every step.
+        channels_last (`bool`): Sample with the generator in the channels-last memory format.
     """
 
     samples_per_class: int
@@ -149,6 +151,7 @@ class RehearsalSampler:
     max_sampling_factor: float = 2.0
     selection: str = "first"
     eta: float = 0.0
+    channels_last: bool = False
 
     def __post_init__(self):
         if self.sampler not in REHEARSAL_SAMPLERS:
@@ -182,6 +185,7 @@ class RehearsalSampler:
             max_sampling_factor=config.replay_max_sampling_factor,
             selection=config.replay_selection,
             eta=config.replay_eta,
+            channels_last=config.channels_last,
         )
 
     def generate(
@@ -211,7 +215,10 @@ class RehearsalSampler:
         if not source.classes or quota == 0:
             return RehearsalSet.empty(image_shape)
         show_progress = show_progress and accelerator.is_local_main_process
+        # The generator's denoising forward is compiled when the accelerator's dynamo plugin says so.
+        model.to(memory_format=memory_format(self.channels_last))
         pipeline = JDCLPipeline(unet=model, scheduler=scheduler)
+        pipeline.unet = maybe_compile(model, accelerator)
         pipeline.set_progress_bar_config(disable=not show_progress)
         share = process_share(quota, accelerator.num_processes, accelerator.process_index)
         local = self.sample(

@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 
 from .atomic import replace_directory, write_json
 from .augment import TwoViewAugmentation
+from .compilation import compile_kwargs, memory_format
 from .models.joint_unet_2d import JointUNet2DModel
-from .objectives import DistillationObjective, JointObjective, StageOutputs, stage_outputs
+from .objectives import DistillationObjective, JointForward, JointObjective, StageOutputs
 from .schedulers import noise_scheduler_from_config
 from .stage_data import StageData
 
@@ -49,29 +50,6 @@ class Stage:
 
 LOCAL = Stage("local", 1)
 GLOBAL = Stage("global", 2)
-
-
-class JointForward(torch.nn.Module):
-    r"""
-    Routes `forward` to [`stage_outputs`], so that DDP (which syncs the gradients of `forward` calls only) can wrap a
-    stage's training step, whichever outputs its objective reads.
-
-    Args:
-        unet ([`JointUNet2DModel`]): The model being trained.
-        predict_noise (`bool`, *optional*, defaults to `True`): Whether to compute the noise prediction.
-        classify (`bool`, *optional*, defaults to `True`): Whether to compute the logits of the clean images.
-    """
-
-    def __init__(self, unet: JointUNet2DModel, predict_noise: bool = True, classify: bool = True):
-        super().__init__()
-        self.unet = unet
-        self.predict_noise = predict_noise
-        self.classify = classify
-
-    def forward(
-        self, noisy_sample: torch.Tensor, timesteps: torch.Tensor, clean_sample: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        return stage_outputs(self.unet, noisy_sample, timesteps, clean_sample, self.predict_noise, self.classify)
 
 
 class StageRunner:
@@ -139,7 +117,8 @@ class StageRunner:
         """
         start_time = time.time()
         config, accelerator = self.config, self.accelerator
-        model = model.to(accelerator.device).train().requires_grad_(True)
+        model_format = memory_format(config.channels_last)
+        model = model.to(accelerator.device, memory_format=model_format).train().requires_grad_(True)
         # Parts that no term reaches are not run; frozen, they are no unused parameters for DDP either.
         if not objective.predict_noise:
             for module in model.decoder_modules():
@@ -148,15 +127,17 @@ class StageRunner:
             model.classifier.requires_grad_(False)
         if config.gradient_checkpointing:
             model.enable_gradient_checkpointing()
-        objective.to(accelerator.device)
+        # The training step itself is compiled by `accelerator.prepare` when its dynamo plugin says so.
+        objective.to(accelerator.device, model_format, compile_kwargs(accelerator))
         optimizer = torch.optim.AdamW(
             model.parameters(),
             lr=config.learning_rate,
             betas=(config.adam_beta1, config.adam_beta2),
             weight_decay=config.adam_weight_decay,
             eps=config.adam_epsilon,
-            # One fused update over all tensors: per-tensor loops dominate the step of small models on CPU.
-            foreach=True,
+            # One update over all tensors, never a loop per tensor: that loop dominates the step of small models.
+            foreach=not config.adam_fused,
+            fused=config.adam_fused,
         )
         ema = None
         if config.use_ema:
@@ -197,6 +178,7 @@ class StageRunner:
             ema.copy_to(result.parameters())
         if config.gradient_checkpointing:
             result.disable_gradient_checkpointing()
+        result.to(memory_format=torch.contiguous_format)
         if stage_seconds is not None:
             stage_seconds[stage.name] = stage_seconds.get(stage.name, 0.0) + time.time() - start_time
         return result.eval().requires_grad_(False)
@@ -205,6 +187,7 @@ class StageRunner:
         self, stage, task_index, model, joint_module, optimizer, ema, data, num_steps, objective, progress_state
     ):
         config, accelerator = self.config, self.accelerator
+        model_format = memory_format(config.channels_last)
         device = accelerator.device
         start_step = progress_state["step"]
         progress = tqdm(
@@ -243,6 +226,8 @@ class StageRunner:
                         0, self.noise_scheduler.config.num_train_timesteps, (len(diffusion_view),), generator=generator
                     ).to(device)
                     noisy = self.noise_scheduler.add_noise(diffusion_view, noise, timesteps)
+                    noisy = noisy.contiguous(memory_format=model_format)
+                    clean_view = clean_view.contiguous(memory_format=model_format)
                 # 3. The outputs the objective reads, and its loss.
                 with record_function("jdcl.forward"), accelerator.autocast():
                     noise_pred, logits = joint_module(noisy, timesteps, clean_view)

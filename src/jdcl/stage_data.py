@@ -107,10 +107,10 @@ class StageData:
             real_rows, generated_rows = from_real.nonzero().flatten(), (~from_real).nonzero().flatten()
             images = torch.empty((batch_size, *self.rehearsal_images.shape[1:]), device=device)
             images[real_rows.to(device)] = _to_float(self.real_images[indices[real_rows]], device)
-            images[generated_rows.to(device)] = self.rehearsal_images[indices[generated_rows] - self.num_real].to(device)
-        return StageBatch(
-            images=images, labels=self.labels[indices].to(device), is_old=self.is_old[indices]
-        )
+            images[generated_rows.to(device)] = self.rehearsal_images[indices[generated_rows] - self.num_real].to(
+                device
+            )
+        return StageBatch(images=images, labels=self.labels[indices].to(device), is_old=self.is_old[indices])
 
 
 def _to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -14,6 +14,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from .augment import TwoViewAugmentation
+from .compilation import compile_kwargs, dynamo_plugin
 from .config import JDCLTrainingConfig
 from .data import (
     BUNDLED_DATASET_NAME,
@@ -84,6 +85,12 @@ class ContinualTrainer:
                 ),
                 # Without CUDA, ask for CPU explicitly: multi-process CPU runs then get gloo and real ranks.
                 cpu=not torch.cuda.is_available(),
+                dynamo_plugin=dynamo_plugin(config.compile),
+            )
+        if config.compile and compile_kwargs(accelerator) is None:
+            raise ValueError(
+                "`--compile` is set but the given Accelerator compiles nothing; create it with "
+                '`dynamo_backend="inductor"` (or another backend), or leave `--compile` off.'
             )
         self.accelerator = accelerator
         self.show_progress = config.show_progress and accelerator.is_local_main_process
