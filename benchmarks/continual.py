@@ -327,6 +327,41 @@ def in_distribution(run_dir: Path, config: JDCLTrainingConfig, data: Classificat
 # ------------------------------------------------------------------------------------------------------ the results
 
 
+def budget_differences(recorded: dict[str, Any], budget: dict[str, Any]) -> list[str]:
+    r"""
+    The fields in which a recorded budget differs from `budget`. A field the library gained after the recording counts
+    at its default, as the recorded runs ran with it (`jdcl.config.ADDED_FIELDS`).
+
+    Args:
+        recorded (`dict`): The budget a results file was recorded with.
+        budget (`dict`): This invocation's budget.
+    """
+    added_since = {name: value for name, value in add_missing_defaults({}).items() if name in budget}
+    recorded = {**added_since, **recorded}
+    return sorted(k for k in set(recorded) | set(budget) if recorded.get(k) != budget.get(k))
+
+
+def load_budget_results(path: Path, budget: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+    r"""
+    The results file at `path`, or `fresh` when there is none; refuses a file recorded with another budget.
+
+    Args:
+        path (`Path`): The results file.
+        budget (`dict`): This invocation's budget.
+        fresh (`dict`): A new results file (holding `budget`).
+    """
+    if not path.exists():
+        return fresh
+    results = json.loads(path.read_text())
+    changed = budget_differences(results.get("budget") or {}, budget)
+    if changed:
+        raise SystemExit(
+            f"{path} was recorded with another budget (differs in {changed}); one file holds one budget, so that "
+            "every row is comparable. Pass the same budget flags, or --results another file."
+        )
+    return results
+
+
 def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, Any]:
     r"""
     The recorded results, or a fresh file; refuses a file recorded with another budget.
@@ -336,25 +371,7 @@ def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, A
         budget (`dict`): This invocation's budget.
         quick (`bool`): Whether this is a `--quick` run.
     """
-    if path.exists():
-        results = json.loads(path.read_text())
-        if results.get("budget") != budget:
-            recorded = results.get("budget") or {}
-            changed = sorted(k for k in set(recorded) | set(budget) if recorded.get(k) != budget.get(k))
-            raise SystemExit(
-                f"{path} was recorded with another budget (differs in {changed}); one file holds one budget, so that "
-                "every row is comparable. Pass the same budget flags, or --results another file."
-            )
-        for row, entry in results["rows"].items():
-            # Rows recorded before the ablations became strategies name them by their old flags.
-            recorded_fields = add_missing_defaults(entry.get("fields") or {})
-            if row in ROWS and recorded_fields != ROWS[row]:
-                raise SystemExit(
-                    f"{path} holds {row} runs with {recorded_fields}, but the row now means {ROWS[row]} (the row or "
-                    "a library default changed). Move the file aside, or --results another file."
-                )
-        return results
-    return {
+    fresh = {
         "dataset": DATASET_NAME,
         "machine": machine_summary(),
         "date": datetime.date.today().isoformat(),
@@ -364,6 +381,17 @@ def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, A
         "gap_closure": None,
         "in_distribution": {},
     }
+    results = load_budget_results(path, budget, fresh)
+    if results is not fresh:
+        for row, entry in results["rows"].items():
+            # Rows recorded before the ablations became strategies name them by their old flags.
+            recorded_fields = add_missing_defaults(entry.get("fields") or {})
+            if row in ROWS and recorded_fields != ROWS[row]:
+                raise SystemExit(
+                    f"{path} holds {row} runs with {recorded_fields}, but the row now means {ROWS[row]} (the row or "
+                    "a library default changed). Move the file aside, or --results another file."
+                )
+    return results
 
 
 @contextlib.contextmanager

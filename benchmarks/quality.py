@@ -48,6 +48,7 @@ from continual import (
     budget_key,
     default_dataset_path,
     in_distribution,
+    load_budget_results,
     load_data,
     make_budget,
     results_lock,
@@ -149,19 +150,14 @@ def claims_accuracy(budget: dict, row: str, seed: int) -> list | None:
         return None
     claims = json.loads(continual.DEFAULT_RESULTS.read_text())
     entry = claims["rows"].get(row) or {}
-    if claims.get("budget") != budget or seed not in entry.get("seeds", []):
+    if continual.budget_differences(claims.get("budget") or {}, budget) or seed not in entry.get("seeds", []):
         return None
     return entry["accuracy_matrix"][entry["seeds"].index(seed)]
 
 
 def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, Any]:
     """The recorded results, or a fresh file; refuses a file recorded with another budget."""
-    if path.exists():
-        results = json.loads(path.read_text())
-        if results.get("budget") != budget:
-            raise SystemExit(f"{path} was recorded with another budget; pass the same one, or --results another file.")
-        return results
-    return {"dataset": "mnist-10k", "quick": quick, "budget": budget, "rows": {}}
+    return load_budget_results(path, budget, {"dataset": "mnist-10k", "quick": quick, "budget": budget, "rows": {}})
 
 
 def final_samples_fd(run: dict) -> float:

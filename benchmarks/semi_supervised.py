@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from continual import (
     budget_key,
     default_dataset_path,
+    load_budget_results,
     load_data,
     make_budget,
     results_lock,
@@ -102,12 +103,9 @@ def pair_config(
 
 def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, Any]:
     """The recorded results, or a fresh file; refuses a file recorded with another budget."""
-    if path.exists():
-        results = json.loads(path.read_text())
-        if results.get("budget") != budget:
-            raise SystemExit(f"{path} was recorded with another budget; pass the same one, or --results another file.")
-        return results
-    return {"dataset": "mnist-10k", "quick": quick, "budget": budget, "settings": SETTINGS, "rows": {}}
+    return load_budget_results(
+        path, budget, {"dataset": "mnist-10k", "quick": quick, "budget": budget, "settings": SETTINGS, "rows": {}}
+    )
 
 
 @torch.no_grad()

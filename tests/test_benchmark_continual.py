@@ -131,3 +131,21 @@ def test_a_further_seed_narrows_the_means_but_adds_no_benchmark_hours():
     status = dict(benchmark.targets(results))
     assert status["whole benchmark 4.0 h <= 3 h (2 workers, recorded seconds)"] == "not met"
     assert status["single_stage below jdcl"] == "not met"
+
+
+def test_a_budget_recorded_before_a_field_was_added_still_matches(tmp_path, monkeypatch):
+    benchmark = load_benchmark("continual")
+    budget = benchmark.make_budget({}, quick=True)
+    recorded = {name: value for name, value in budget.items() if name != "learning_rate"}
+    # Until the library lists the field as added since, a budget without it is another budget.
+    assert benchmark.budget_differences(recorded, budget) == ["learning_rate"]
+    monkeypatch.setattr("jdcl.config.ADDED_FIELDS", ("learning_rate",))
+    assert benchmark.budget_differences(recorded, budget) == []
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"budget": recorded, "rows": {}}))
+    assert benchmark.load_budget_results(path, budget, fresh={})["budget"] == recorded
+    # The added field at another value than its default is still another budget.
+    other = {**budget, "learning_rate": budget["learning_rate"] * 2}
+    assert benchmark.budget_differences(recorded, other) == ["learning_rate"]
+    with pytest.raises(SystemExit, match="differs in \\['learning_rate'\\]"):
+        benchmark.load_budget_results(path, other, fresh={})
