@@ -38,6 +38,7 @@ from accelerate import Accelerator
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jdcl import JDCLPipeline, JointUNet2DModel
 from jdcl.augment import TwoViewAugmentation
+from jdcl.compilation import dynamo_plugin, maybe_compile, memory_format
 from jdcl.config import JDCLTrainingConfig
 from jdcl.data import TensorData
 from jdcl.objectives import DistillationObjective, JointObjective
@@ -129,6 +130,9 @@ def build_config(args) -> JDCLTrainingConfig:
         "logger": "none",
         "show_progress": False,
         "mixed_precision": args.mixed_precision,
+        "adam_fused": args.adam_fused,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
     }
     if args.train_batch_size is not None:
         overrides["train_batch_size"] = args.train_batch_size
@@ -213,18 +217,23 @@ class StepTimer:
         }
 
 
-def measure_sampling(config: JDCLTrainingConfig, model: JointUNet2DModel, batch_size: int, steps: int, device) -> dict:
+def measure_sampling(
+    config: JDCLTrainingConfig, model: JointUNet2DModel, batch_size: int, steps: int, accelerator: Accelerator
+) -> dict:
     r"""
     Unguided rehearsal sampling with the preset's scheduler: images/s, FLOPs per image and peak memory.
 
     Args:
-        config ([`JDCLTrainingConfig`]): The preset (its `replay_scheduler`).
+        config ([`JDCLTrainingConfig`]): The preset (its `replay_scheduler`, `channels_last`).
         model ([`JointUNet2DModel`]): The generating model.
         batch_size (`int`): Images per sampling call.
         steps (`int`): Denoising steps.
-        device (`torch.device`): Where to sample.
+        accelerator (`Accelerator`): Where to sample, and whether to compile the UNet (as rehearsal does).
     """
-    pipeline = JDCLPipeline(unet=model.to(device).eval(), scheduler=sampling_scheduler_from_config(config))
+    device = accelerator.device
+    model = copy.deepcopy(model).to(device, memory_format=memory_format(config.channels_last)).eval()
+    pipeline = JDCLPipeline(unet=model, scheduler=sampling_scheduler_from_config(config))
+    pipeline.unet = maybe_compile(model, accelerator)
     dtype = MIXED_PRECISION_DTYPES[config.mixed_precision]
     autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
@@ -232,7 +241,7 @@ def measure_sampling(config: JDCLTrainingConfig, model: JointUNet2DModel, batch_
         with autocast:
             pipeline.sample_images(batch_size, num_inference_steps=steps, show_progress=False)
 
-    sample()  # warm-up
+    sample()  # warm-up (and compilation)
     reset_peak_memory(device)
     synchronize()
     start = time.perf_counter()
@@ -270,6 +279,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=5, help="Timed steps of each stage.")
     parser.add_argument("--sampling_batch_size", type=int, default=None, help="Default: the preset's replay batch.")
     parser.add_argument("--sampling_steps", type=int, default=10, help="Denoising steps of the timed sampling call.")
+    parser.add_argument("--adam_fused", action="store_true", help="AdamW as fused kernels (the run's flag).")
+    parser.add_argument("--channels_last", action="store_true", help="Channels-last models and batches.")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile (inductor) the steps, teachers and sampling UNet."
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument("--output", type=Path, default=None, help="Also write the figures here (JSON).")
     args = parser.parse_args(argv)
@@ -280,7 +294,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--device {args.device}: torch {torch.__version__} sees no CUDA device; use --device cpu.")
     config = build_config(args)
     channels = args.num_channels or (1 if args.preset is None else 3)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=device.type == "cpu")
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        cpu=device.type == "cpu",
+        dynamo_plugin=dynamo_plugin(config.compile),
+    )
     torch.manual_seed(0)
     model = JointUNet2DModel(
         **config.unet_config,
@@ -321,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model,
         args.sampling_batch_size or min(config.replay_batch_size, 4 * batch),
         args.sampling_steps,
-        device,
+        accelerator,
     )
     peak = peak_tflops(torch.cuda.get_device_name(device) if device.type == "cuda" else None)
     for figures in (local, global_, sampling):
@@ -333,6 +351,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "preset": str(args.preset or "the demo (JDCLTrainingConfig defaults)"),
         "train_batch_size": batch,
         "mixed_precision": config.mixed_precision,
+        "speed_settings": {name: getattr(config, name) for name in ("adam_fused", "channels_last", "compile")},
         "peak_bf16_tflops": peak,
         "local_step": local,
         "global_step": global_,
@@ -340,7 +359,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rehearsal_sampling": sampling,
         "schedule": schedule_hours(config, args.num_classes, local, global_, sampling),
     }
-    print(f"jdcl stage speed: {report['preset']}, batch {batch}, {device}, mixed precision {config.mixed_precision}")
+    settings = ", ".join(name for name, value in report["speed_settings"].items() if value) or "plain"
+    print(
+        f"jdcl stage speed: {report['preset']}, batch {batch}, {device}, mixed precision {config.mixed_precision}, "
+        f"{settings}"
+    )
     for name in ("local_step", "global_step"):
         step = report[name]
         share = "" if step["fraction_of_peak"] is None else f", {step['fraction_of_peak']:.1%} of peak"

@@ -141,8 +141,9 @@ class JDCLTrainingConfig:
             all tensors (`foreach=True`). Same arithmetic, rounded differently.
         channels_last (`bool`): Models and batches in the channels-last memory format, which tensor-core GPUs
             convolve faster; saved weights are in the usual format.
-        compile (`bool`): `torch.compile` (inductor) the training step of every stage, its teachers and the sampling
-            UNet; each stage and each sampling batch size compiles once, on its first call.
+        compile (`bool`): `torch.compile` (inductor, through accelerate's dynamo plugin) the training step of every
+            stage, its teachers and the rehearsal sampler's UNet. Each graph compiles on first use (minutes; inductor
+            caches it for later runs). `accelerate launch --dynamo_backend` does the same with its own backend.
         first_task_train_steps (`int`, *optional*): Steps of the first task; `local_train_steps + global_train_steps`
             when `None`, so that the first task trains as long as every later one. Its generator makes the old-class
             rehearsal of every later task, which is why it is not cut to one stage's length.

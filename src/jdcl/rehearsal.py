@@ -215,9 +215,9 @@ class RehearsalSampler:
         if not source.classes or quota == 0:
             return RehearsalSet.empty(image_shape)
         show_progress = show_progress and accelerator.is_local_main_process
-        # The generator's denoising forward is compiled when the accelerator's dynamo plugin says so.
         model.to(memory_format=memory_format(self.channels_last))
         pipeline = JDCLPipeline(unet=model, scheduler=scheduler)
+        # The denoising forward is compiled when the accelerator's dynamo plugin says so (diffusers' own recipe).
         pipeline.unet = maybe_compile(model, accelerator)
         pipeline.set_progress_bar_config(disable=not show_progress)
         share = process_share(quota, accelerator.num_processes, accelerator.process_index)

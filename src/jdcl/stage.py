@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
+from diffusers.utils.torch_utils import randn_tensor
 from torch.profiler import record_function
 from tqdm.auto import tqdm
 
@@ -207,6 +208,9 @@ class StageRunner:
                 torch.manual_seed(seed)
                 generator = torch.Generator().manual_seed(seed)
                 batch = data.sample(config.train_batch_size, generator, device)
+                # Noise and timesteps are drawn on the device that uses them (a GPU draws them in microseconds, the
+                # host in milliseconds, plus a copy); on a CPU they continue the batch's stream, as they always have.
+                noise_generator = generator if device.type == "cpu" else torch.Generator(device).manual_seed(seed)
             with accelerator.accumulate(joint_module):
                 # 2. Two views: one noised for the diffusion loss, one clean for the classifier. Unlabelled images
                 #    join the diffusion view, and give the classifier a weak view (to pseudo-label) and a strong one.
@@ -221,10 +225,14 @@ class StageRunner:
                         )
                         weak_view = self.augmentation.weak_view(unlabeled)
                         clean_view = torch.cat([classifier_view, self.augmentation.strong_view(unlabeled)])
-                    noise = torch.randn(diffusion_view.shape, generator=generator).to(device)
+                    noise = randn_tensor(diffusion_view.shape, generator=noise_generator, device=device)
                     timesteps = torch.randint(
-                        0, self.noise_scheduler.config.num_train_timesteps, (len(diffusion_view),), generator=generator
-                    ).to(device)
+                        0,
+                        self.noise_scheduler.config.num_train_timesteps,
+                        (len(diffusion_view),),
+                        generator=noise_generator,
+                        device=device,
+                    )
                     noisy = self.noise_scheduler.add_noise(diffusion_view, noise, timesteps)
                     noisy = noisy.contiguous(memory_format=model_format)
                     clean_view = clean_view.contiguous(memory_format=model_format)
