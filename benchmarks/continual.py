@@ -110,6 +110,8 @@ ROWS: dict[str, dict[str, Any]] = {
     "jdcl_guided": {**_JDCL, "replay_sampler": "guided"},
     # Stochastic DDIM, each class keeping its most confident half of twice the quota.
     "jdcl_confident": {**_JDCL, "replay_selection": "confident", "replay_eta": 1.0},
+    # Rehearsal from DPM-Solver++ instead of DDIM, at the budget's steps.
+    "jdcl_dpmsolver": {**_JDCL, "replay_scheduler": "dpmsolver++"},
 }
 # Rows that generate rehearsal, hence have a last-task rehearsal set to measure the in-distribution claim on.
 REHEARSAL_ROWS = ("jdcl", "jdcl_guided", "jdcl_confident", "no_distillation", "single_stage", "separate")

@@ -9,6 +9,7 @@ from jdcl.objectives import (
     JointObjective,
     StageOutputs,
     TeacherOutputs,
+    group_indices,
     soft_cross_entropy,
     stage_outputs,
 )
@@ -169,6 +170,14 @@ def test_distillation_objective_runs_its_teachers_on_their_own_groups():
     assert torch.equal(targets["old"].logits, expected_old.logits)
     assert torch.equal(targets["new"].noise_pred, expected_new.sample)
     assert torch.equal(objective(outputs)["loss"], objective.loss(outputs, targets)["loss"])
+
+
+def test_group_indices_of_a_batch():
+    groups = group_indices(torch.tensor([True, False, False, True, True]), torch.device("cpu"))
+    assert groups["old"].tolist() == [0, 3, 4] and groups["new"].tolist() == [1, 2]
+    assert groups["old"].dtype == torch.long
+    empty = group_indices(torch.zeros(3, dtype=torch.bool), torch.device("cpu"))
+    assert len(empty["old"]) == 0 and empty["new"].tolist() == [0, 1, 2]
 
 
 def test_stage_outputs_computes_only_what_is_asked():
