@@ -81,6 +81,7 @@ class StageRunner:
         self.checkpoint_dir = checkpoint_dir
         self.show_progress = show_progress and accelerator.is_local_main_process
         self.noise_scheduler = noise_scheduler_from_config(config)
+        self.memory_format = memory_format(config.channels_last)
 
     def stage_seed(self, task_index: int, stage: Stage, step: int) -> int:
         """The seed of one step's batch, noise and dropout, on this process."""
@@ -118,8 +119,7 @@ class StageRunner:
         """
         start_time = time.time()
         config, accelerator = self.config, self.accelerator
-        model_format = memory_format(config.channels_last)
-        model = model.to(accelerator.device, memory_format=model_format).train().requires_grad_(True)
+        model = model.to(accelerator.device, memory_format=self.memory_format).train().requires_grad_(True)
         # Parts that no term reaches are not run; frozen, they are no unused parameters for DDP either.
         if not objective.predict_noise:
             for module in model.decoder_modules():
@@ -129,7 +129,7 @@ class StageRunner:
         if config.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         # The training step itself is compiled by `accelerator.prepare` when its dynamo plugin says so.
-        objective.to(accelerator.device, model_format, compile_kwargs(accelerator))
+        objective.to(accelerator.device, self.memory_format, compile_kwargs(accelerator))
         optimizer = torch.optim.AdamW(
             model.parameters(),
             lr=config.learning_rate,
@@ -188,7 +188,6 @@ class StageRunner:
         self, stage, task_index, model, joint_module, optimizer, ema, data, num_steps, objective, progress_state
     ):
         config, accelerator = self.config, self.accelerator
-        model_format = memory_format(config.channels_last)
         device = accelerator.device
         start_step = progress_state["step"]
         progress = tqdm(
@@ -234,8 +233,8 @@ class StageRunner:
                         device=device,
                     )
                     noisy = self.noise_scheduler.add_noise(diffusion_view, noise, timesteps)
-                    noisy = noisy.contiguous(memory_format=model_format)
-                    clean_view = clean_view.contiguous(memory_format=model_format)
+                    noisy = noisy.contiguous(memory_format=self.memory_format)
+                    clean_view = clean_view.contiguous(memory_format=self.memory_format)
                 # 3. The outputs the objective reads, and its loss.
                 with record_function("jdcl.forward"), accelerator.autocast():
                     noise_pred, logits = joint_module(noisy, timesteps, clean_view)
