@@ -116,7 +116,13 @@ EXTRA_ROWS: dict[str, dict[str, Any]] = {
     # Rehearsal from DPM-Solver++ instead of DDIM, at the budget's steps.
     "jdcl_dpmsolver": {**_JDCL, "replay_scheduler": "dpmsolver++"},
 }
-ALL_ROWS = {**ROWS, **EXTRA_ROWS}
+
+
+def all_rows() -> dict[str, dict[str, Any]]:
+    """Every row a run may name: the benchmark's and the extra ones, with their fields."""
+    return {**ROWS, **EXTRA_ROWS}
+
+
 # Rows that generate rehearsal, hence have a last-task rehearsal set to measure the in-distribution claim on.
 REHEARSAL_ROWS = ("jdcl", "jdcl_guided", "jdcl_confident", "no_distillation", "single_stage", "separate")
 ABLATION_ROWS = ("no_distillation", "single_stage", "separate")
@@ -392,9 +398,9 @@ def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, A
         for row, entry in results["rows"].items():
             # Rows recorded before the ablations became strategies name them by their old flags.
             recorded_fields = add_missing_defaults(entry.get("fields") or {})
-            if row in ALL_ROWS and recorded_fields != ALL_ROWS[row]:
+            if row in all_rows() and recorded_fields != all_rows()[row]:
                 raise SystemExit(
-                    f"{path} holds {row} runs with {recorded_fields}, but the row now means {ALL_ROWS[row]} (the row or "
+                    f"{path} holds {row} runs with {recorded_fields}, but the row now means {all_rows()[row]} (the row or "
                     "a library default changed). Move the file aside, or --results another file."
                 )
     return results
@@ -453,7 +459,7 @@ def record(results: dict[str, Any], row: str, seed: int, metrics: dict, wall: fl
     entry = results["rows"].setdefault(
         row,
         {
-            "fields": ALL_ROWS[row],
+            "fields": all_rows()[row],
             "average_accuracy": [],
             "forgetting": [],
             "accuracy_matrix": [],
@@ -551,7 +557,7 @@ def format_table(results: dict[str, Any]) -> str:
         "| row | seeds | average accuracy | forgetting | seconds / run |",
         "|---|---|---|---|---|",
     ]
-    for row in ALL_ROWS:
+    for row in all_rows():
         entry = results["rows"].get(row)
         if entry is None and row in EXTRA_ROWS:
             continue
@@ -590,7 +596,9 @@ def missing_pairs(results: dict[str, Any], rows: list[str], seeds: list[int]) ->
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=str, default=",".join(ROWS), help=f"Comma-separated, of {', '.join(ALL_ROWS)}.")
+    parser.add_argument(
+        "--rows", type=str, default=",".join(ROWS), help=f"Comma-separated, of {', '.join(all_rows())}."
+    )
     parser.add_argument("--seeds", type=str, default=None, help="Comma-separated seeds (default 0,1; --quick: 0).")
     parser.add_argument("--results", type=Path, default=None, help=f"Results file (default {DEFAULT_RESULTS}).")
     parser.add_argument("--work_dir", type=Path, default=None, help=f"Run folders (default {DEFAULT_WORK_DIR}).")
@@ -680,9 +688,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """
     args = build_parser().parse_args(argv)
     rows = [row.strip() for row in args.rows.split(",") if row.strip()]
-    unknown = sorted(set(rows) - set(ALL_ROWS))
+    unknown = sorted(set(rows) - set(all_rows()))
     if unknown:
-        raise SystemExit(f"Unknown rows {unknown}; choose among {list(ALL_ROWS)}.")
+        raise SystemExit(f"Unknown rows {unknown}; choose among {list(all_rows())}.")
     if args.seeds:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     else:
@@ -725,7 +733,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run_root = work_dir / f"budget-{budget_key(budget)}"
     for row, seed in todo:
         output_dir = run_root / f"{row}-seed{seed}"
-        config = run_config(budget, ALL_ROWS[row], seed, dataset_path, output_dir, source=f"row {row}")
+        config = run_config(budget, all_rows()[row], seed, dataset_path, output_dir, source=f"row {row}")
         config.show_progress = args.progress
         logger.info(f"Running {row} seed {seed} in {output_dir} (resume: {config.resume_from_checkpoint}).")
         start = time.perf_counter()
