@@ -260,6 +260,43 @@ def measure_sampling(
     }
 
 
+def measure_augmentation(config: JDCLTrainingConfig, channels: int, batch_size: int, device, repeats: int = 5) -> dict:
+    r"""
+    The paper's two augmented views (kornia: flips, crops, RandAugment, Cutout) of a batch of uint8 images on the
+    device, as a stage makes them: milliseconds per batch (median of `repeats`) and images/s.
+
+    Args:
+        config ([`JDCLTrainingConfig`]): The preset (its resolution; whether its runs augment).
+        channels (`int`): Image channels.
+        batch_size (`int`): Images per batch.
+        device (`torch.device`): Where to augment.
+        repeats (`int`, *optional*, defaults to 5): Timed batches after one untimed.
+    """
+    augmentation = TwoViewAugmentation(config.resolution, channels).to(device)
+    images = random_images(batch_size, channels, config.resolution, 1, seed=2).to_float().to(device)
+    augmentation(images)  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        synchronize()
+        start = time.perf_counter()
+        augmentation(images)
+        synchronize()
+        seconds.append(time.perf_counter() - start)
+    milliseconds = sorted(seconds)[len(seconds) // 2] * 1e3
+    return {
+        "batch_size": batch_size,
+        "ms_per_batch": milliseconds,
+        "images_per_second": batch_size / milliseconds * 1e3,
+        "preset_augments": config.augment,
+    }
+
+
+def write_report(report: dict, path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -284,6 +321,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile (inductor) the steps, teachers and sampling UNet."
     )
+    parser.add_argument(
+        "--augmentation_only", action="store_true", help="Time the two augmented views of a batch, nothing else."
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument("--output", type=Path, default=None, help="Also write the figures here (JSON).")
     args = parser.parse_args(argv)
@@ -294,6 +334,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--device {args.device}: torch {torch.__version__} sees no CUDA device; use --device cpu.")
     config = build_config(args)
     channels = args.num_channels or (1 if args.preset is None else 3)
+    augmentation = measure_augmentation(config, channels, config.train_batch_size, device)
+    print(
+        f"jdcl stage speed: {args.preset or 'the demo'}: the two augmented views of a batch of "
+        f"{augmentation['batch_size']} on {device}: {augmentation['ms_per_batch']:.1f} ms, "
+        f"{augmentation['images_per_second']:.0f} img/s"
+    )
+    if args.augmentation_only:
+        report = {
+            "benchmark": "jdcl stage speed, augmentation only",
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": {**machine_description(), "device": str(device), "load_average": os.getloadavg()},
+            "preset": str(args.preset or "the demo (JDCLTrainingConfig defaults)"),
+            "augmentation": augmentation,
+        }
+        write_report(report, args.output)
+        return report
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         cpu=device.type == "cpu",
@@ -357,6 +413,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "global_step": global_,
         "global_over_local_step_time": global_["seconds_per_step"] / local["seconds_per_step"],
         "rehearsal_sampling": sampling,
+        "augmentation": {
+            **augmentation,
+            "share_of_local_step": augmentation["ms_per_batch"] / 1e3 / local["seconds_per_step"]
+            if config.augment
+            else None,
+        },
         "schedule": schedule_hours(config, args.num_classes, local, global_, sampling),
     }
     settings = ", ".join(name for name, value in report["speed_settings"].items() if value) or "plain"
@@ -385,9 +447,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"  the preset's whole schedule at these speeds: {schedule['training_hours']:.1f} h of training, "
         f"{schedule['rehearsal_hours'][0]:.1f}-{schedule['rehearsal_hours'][1]:.1f} h of rehearsal"
     )
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.output)
     return report
 
 

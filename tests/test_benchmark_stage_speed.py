@@ -29,6 +29,19 @@ def test_stage_speed_reports_every_phase_on_the_cpu(tmp_path):
     assert global_["gflops_per_step"] > local["gflops_per_step"] > 0
     sampling = report["rehearsal_sampling"]
     assert sampling["images_per_second"] > 0 and sampling["gflops_per_image"] > 0 and sampling["scheduler"] == "ddim"
+    # The augmented views are timed even for a preset that trains without them (the demo): then no share of a step.
+    augmentation = report["augmentation"]
+    assert augmentation["batch_size"] == 4 and augmentation["ms_per_batch"] > 0
+    assert augmentation["preset_augments"] is False and augmentation["share_of_local_step"] is None
+
+
+def test_augmentation_only_times_the_views_alone(tmp_path):
+    benchmark = load_benchmark("stage_speed")
+    report = benchmark.main(["--train_batch_size", "8", "--augmentation_only", "--output", str(tmp_path / "a.json")])
+    assert "local_step" not in report and report["augmentation"]["batch_size"] == 8
+    assert report["augmentation"]["images_per_second"] == pytest.approx(
+        8 / report["augmentation"]["ms_per_batch"] * 1e3
+    )
 
 
 def test_peak_of_known_gpus():
