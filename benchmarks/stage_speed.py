@@ -291,6 +291,16 @@ def measure_augmentation(config: JDCLTrainingConfig, channels: int, batch_size: 
     }
 
 
+def report_header(benchmark: str, preset: Path | None, device: torch.device) -> dict[str, Any]:
+    """What every report of this script starts with: what ran, when, where, on which preset."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {**machine_description(), "device": str(device), "load_average": os.getloadavg()},
+        "preset": str(preset or "the demo (JDCLTrainingConfig defaults)"),
+    }
+
+
 def write_report(report: dict, path: Path | None) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -342,10 +352,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     if args.augmentation_only:
         report = {
-            "benchmark": "jdcl stage speed, augmentation only",
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "machine": {**machine_description(), "device": str(device), "load_average": os.getloadavg()},
-            "preset": str(args.preset or "the demo (JDCLTrainingConfig defaults)"),
+            **report_header("jdcl stage speed, augmentation only", args.preset, device),
             "augmentation": augmentation,
         }
         write_report(report, args.output)
@@ -401,10 +408,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for figures in (local, global_, sampling):
         figures["fraction_of_peak"] = figures["tflops_per_second"] / peak if peak else None
     report = {
-        "benchmark": "jdcl stage speed",
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {**machine_description(), "device": str(device), "load_average": os.getloadavg()},
-        "preset": str(args.preset or "the demo (JDCLTrainingConfig defaults)"),
+        **report_header("jdcl stage speed", args.preset, device),
         "train_batch_size": batch,
         "mixed_precision": config.mixed_precision,
         "speed_settings": {name: getattr(config, name) for name in ("adam_fused", "channels_last", "compile")},

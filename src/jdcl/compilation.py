@@ -38,7 +38,17 @@ def maybe_compile(module: torch.nn.Module, accelerator: Accelerator) -> torch.nn
         module (`torch.nn.Module`): A module to call (a teacher, a sampling UNet).
         accelerator (`Accelerator`): The run's accelerator.
     """
-    kwargs = compile_kwargs(accelerator)
+    return compiled(module, compile_kwargs(accelerator))
+
+
+def compiled(module: torch.nn.Module, kwargs: dict | None) -> torch.nn.Module:
+    r"""
+    `module` compiled with `kwargs`, or `module` itself when they are `None`.
+
+    Args:
+        module (`torch.nn.Module`): A module to call.
+        kwargs (`dict`, *optional*): `torch.compile` arguments, as [`compile_kwargs`] gives them.
+    """
     return module if kwargs is None else torch.compile(module, **kwargs)
 
 

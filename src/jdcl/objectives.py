@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
+from .compilation import compiled
 from .models.joint_unet_2d import JointUNet2DModel
 
 
@@ -347,9 +348,8 @@ class DistillationObjective:
             if teacher is None:
                 continue
             teacher.to(device, memory_format=memory_format).eval().requires_grad_(False)
-            forward = JointForward(teacher, self.predict_noise, self.classify)
-            self.teacher_forwards[name] = (
-                forward if compile_kwargs is None else torch.compile(forward, **compile_kwargs)
+            self.teacher_forwards[name] = compiled(
+                JointForward(teacher, self.predict_noise, self.classify), compile_kwargs
             )
         return self
 
