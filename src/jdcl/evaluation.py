@@ -7,7 +7,7 @@ import torch
 
 from .data import TensorData
 from .metrics import accuracy_per_task
-from .models.joint_unet_2d import JointUNet2DModel, mask_logits
+from .models import JointUNet2DModel, mask_logits
 
 
 @dataclass

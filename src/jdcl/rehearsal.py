@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_file
 from .compilation import maybe_compile, memory_format
-from .models.joint_unet_2d import JointUNet2DModel, class_mask, mask_logits
+from .models import JointUNet2DModel, class_mask, mask_logits
 from .pipelines.pipeline_jdcl import JDCLPipeline, check_sampling_arguments
 
 

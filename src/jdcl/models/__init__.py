@@ -1,11 +1,6 @@
-from .joint_unet_2d import (
-    JointClassifierHead,
-    JointUNet2DEncoderOutput,
-    JointUNet2DModel,
-    JointUNet2DOutput,
-    class_mask,
-    mask_logits,
-)
+from .classifier_head import JointClassifierHead, class_mask, mask_logits
+from .joint_unet_2d import JointUNet2DModel
+from .modeling_outputs import JointUNet2DEncoderOutput, JointUNet2DOutput
 
 
 __all__ = [

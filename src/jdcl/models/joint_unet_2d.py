@@ -11,91 +11,13 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 import torch
-import torch.nn as nn
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' loader looks for it in this module)
 from diffusers.models.unets.unet_2d import UNet2DModel, UNet2DOutput
-from diffusers.utils import BaseOutput
 
-
-@dataclass
-class JointUNet2DOutput(BaseOutput):
-    """
-    The output of [`JointUNet2DModel.joint_forward`].
-
-    Args:
-        sample (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
-            The noise prediction for the noisy input.
-        logits (`torch.Tensor` of shape `(batch_size, num_classes)`):
-            The class logits for the clean input, read from the encoder at timestep 0.
-    """
-
-    sample: torch.Tensor
-    logits: torch.Tensor
-
-
-@dataclass
-class JointUNet2DEncoderOutput(BaseOutput):
-    """
-    What the encoder half of [`JointUNet2DModel`] hands to the decoder half and to the classifier.
-
-    Args:
-        hidden_states (`torch.Tensor`):
-            The mid-block output (or the last down-block output when there is no mid block).
-        down_block_res_samples (`tuple[torch.Tensor, ...]`):
-            The `conv_in` output and every down-block resnet/attention/downsampler output, the UNet's skip connections.
-        emb (`torch.Tensor`):
-            The timestep (plus class) embedding.
-        timesteps (`torch.Tensor`):
-            The timesteps, one per example.
-        skip_sample (`torch.Tensor`, *optional*):
-            The running skip sample of `Skip*` down blocks, `None` otherwise.
-    """
-
-    hidden_states: torch.Tensor
-    down_block_res_samples: tuple[torch.Tensor, ...]
-    emb: torch.Tensor
-    timesteps: torch.Tensor
-    skip_sample: torch.Tensor | None = None
-
-    def select(self, batch_slice: slice) -> "JointUNet2DEncoderOutput":
-        """The same output for the examples `batch_slice` selects."""
-        return JointUNet2DEncoderOutput(
-            hidden_states=self.hidden_states[batch_slice],
-            down_block_res_samples=tuple(state[batch_slice] for state in self.down_block_res_samples),
-            emb=self.emb[batch_slice],
-            timesteps=self.timesteps[batch_slice],
-            skip_sample=None if self.skip_sample is None else self.skip_sample[batch_slice],
-        )
-
-
-class JointClassifierHead(nn.Module):
-    r"""
-    The JDCL classification head: `Linear -> LeakyReLU(0.2) -> Dropout -> Linear` over pooled encoder features.
-
-    Args:
-        in_features (`int`): Size of the concatenated pooled encoder features.
-        hidden_dim (`int`): Width of the hidden layer.
-        num_classes (`int`): Number of output classes (all classes of the continual run, seen or not).
-        dropout (`float`): Dropout probability after the hidden activation.
-    """
-
-    def __init__(self, in_features: int, hidden_dim: int, num_classes: int, dropout: float):
-        super().__init__()
-        self.linear_1 = nn.Linear(in_features, hidden_dim)
-        self.act = nn.LeakyReLU(0.2)
-        self.dropout = nn.Dropout(dropout)
-        self.linear_2 = nn.Linear(hidden_dim, num_classes)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.linear_1(features)
-        hidden_states = self.act(hidden_states)
-        hidden_states = self.dropout(hidden_states)
-        return self.linear_2(hidden_states)
+from .classifier_head import JointClassifierHead
+from .modeling_outputs import JointUNet2DEncoderOutput, JointUNet2DOutput
 
 
 class JointUNet2DModel(UNet2DModel):
@@ -511,40 +433,3 @@ class JointUNet2DModel(UNet2DModel):
         if not return_dict:
             return (noise_pred, logits)
         return JointUNet2DOutput(sample=noise_pred, logits=logits)
-
-
-def class_mask(classes: Sequence[int], num_classes: int, device: torch.device | str | None = None) -> torch.Tensor:
-    r"""
-    A boolean mask over a head of `num_classes` that is `True` on `classes`; refuses classes outside the head.
-
-    Args:
-        classes (`Sequence[int]`): The allowed class indices (for example the classes seen so far).
-        num_classes (`int`): The size of the head.
-        device (`torch.device`, *optional*): Where the mask lives.
-    """
-    classes = [int(class_index) for class_index in classes]
-    if len(classes) == 0:
-        raise ValueError("`classes` is empty; pass the classes to predict among, or None for all classes.")
-    unknown = sorted({class_index for class_index in classes if not 0 <= class_index < num_classes})
-    if unknown:
-        raise ValueError(
-            f"Unknown classes {unknown}: this model has classes 0..{num_classes - 1}. Pass class indices in range."
-        )
-    mask = torch.zeros(num_classes, dtype=torch.bool, device=device)
-    mask[classes] = True
-    return mask
-
-
-def mask_logits(logits: torch.Tensor, classes: Sequence[int] | None) -> torch.Tensor:
-    r"""
-    Logits with every class outside `classes` set to `-inf`: the single head of class-incremental learning, which
-    predicts among the classes seen so far only. The one place where jdcl masks classes (evaluation, rehearsal
-    labelling, guidance and the pipeline's `classify`).
-
-    Args:
-        logits (`torch.Tensor` of shape `(batch, num_classes)`): Logits over the whole head.
-        classes (`Sequence[int]`, *optional*): The allowed classes; `logits` unchanged when `None`.
-    """
-    if classes is None:
-        return logits
-    return logits.masked_fill(~class_mask(classes, logits.shape[-1], logits.device), float("-inf"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..data import TensorData
-from ..models.joint_unet_2d import JointUNet2DModel, mask_logits
+from ..models import JointUNet2DModel, mask_logits
 from ..pipelines.pipeline_jdcl import JDCLPipeline
 from ..rehearsal import RehearsalSet
 from .distances import QualityReference
