@@ -26,7 +26,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..models.joint_unet_2d import JointUNet2DModel, class_mask, mask_logits
+from ..models import JointUNet2DModel, class_mask, mask_logits
 
 
 logger = logging.get_logger(__name__)
@@ -73,6 +73,29 @@ def check_sampling_arguments(
             raise ValueError(f"`{name}` must be >= 0{f' and <= {high}' if high is not None else ''}, got {value!r}.")
 
 
+def check_generator(generator, batch_size: int) -> None:
+    r"""
+    Refuses a `generator` that is neither one `torch.Generator` nor a list of one per image.
+
+    Args:
+        generator (`torch.Generator` or `list[torch.Generator]`, *optional*): The argument.
+        batch_size (`int`): The number of images.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return
+    if not isinstance(generator, (list, tuple)) or not all(isinstance(g, torch.Generator) for g in generator):
+        raise ValueError(
+            f"`generator` must be a `torch.Generator` or a list of them, got {type(generator).__name__}"
+            f"{'' if not isinstance(generator, (list, tuple)) else ' holding other things'}; pass e.g. "
+            "`torch.Generator().manual_seed(0)`."
+        )
+    if len(generator) != batch_size:
+        raise ValueError(
+            f"`generator` is a list of {len(generator)} generators but {batch_size} images are generated; pass one "
+            "generator per image, or a single generator."
+        )
+
+
 class JDCLPipeline(DiffusionPipeline):
     r"""
     Pipeline for a JDCL joint diffusion model: unconditional and class-conditional image generation, rehearsal
@@ -102,6 +125,10 @@ class JDCLPipeline(DiffusionPipeline):
             The classes the model has been trained on; every class when `None`.
         task_index (`int`, *optional*, defaults to `None`): After which task (1-based, the K of `task-K`) it was saved.
         num_tasks (`int`, *optional*, defaults to `None`): The number of tasks of the run.
+        tasks (`list[list[int]]`, *optional*, defaults to `None`):
+            The classes of each task trained so far, in order: what a run that continues this checkpoint rehearses.
+        accuracy_matrix (`list[list[float]]`, *optional*, defaults to `None`):
+            The run's accuracy matrix up to this task (row `i`: the accuracy on each task after training task `i`).
     """
 
     model_cpu_offload_seq = "unet"
@@ -115,8 +142,15 @@ class JDCLPipeline(DiffusionPipeline):
         seen_classes: list[int] | None = None,
         task_index: int | None = None,
         num_tasks: int | None = None,
+        tasks: list[list[int]] | None = None,
+        accuracy_matrix: list[list[float | None]] | None = None,
     ):
         super().__init__()
+        if not isinstance(scheduler, SchedulerMixin):
+            raise ValueError(
+                f"JDCLPipeline needs a diffusers scheduler, got {type(scheduler).__name__}; pass e.g. "
+                "`DDIMScheduler(num_train_timesteps=1000)` as `scheduler`."
+            )
         if not isinstance(unet, JointUNet2DModel):
             raise ValueError(
                 f"JDCLPipeline needs a `JointUNet2DModel`, got `{type(unet).__name__}`. This checkpoint holds another "
@@ -128,6 +162,17 @@ class JDCLPipeline(DiffusionPipeline):
                 f"`class_names` has {len(class_names)} names but the model has {num_classes} classes; pass one name "
                 "per class, indexed by class index."
             )
+        if class_names is not None and len(set(map(str, class_names))) != len(class_names):
+            repeated = sorted({str(n) for n in class_names if list(map(str, class_names)).count(str(n)) > 1})
+            raise ValueError(
+                f"`class_names` repeats {repeated}; a repeated name cannot be asked for by name. Give every class its "
+                "own name."
+            )
+        if seen_classes is not None and len(seen_classes) == 0:
+            raise ValueError(
+                "`seen_classes` is empty: a pipeline must have seen at least one class. Pass the classes the model "
+                "was trained on, or None for every class."
+            )
         for classes in (class_order, seen_classes):
             if classes is not None:
                 class_mask(classes, num_classes)
@@ -138,6 +183,8 @@ class JDCLPipeline(DiffusionPipeline):
             seen_classes=None if seen_classes is None else [int(c) for c in seen_classes],
             task_index=task_index,
             num_tasks=num_tasks,
+            tasks=None if tasks is None else [[int(c) for c in task] for task in tasks],
+            accuracy_matrix=accuracy_matrix,
         )
         self.image_processor = VaeImageProcessor(do_resize=False, do_normalize=True)
 
@@ -186,7 +233,9 @@ class JDCLPipeline(DiffusionPipeline):
                 indices.append(names.index(value))
             elif isinstance(value, str):
                 raise ValueError(f"Unknown class {value!r} in `{argument}`: this model's classes are {names}.")
-            elif isinstance(value, bool) or int(value) != value:
+            elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError(f"`{argument}` must hold class indices or names, got {value!r}.")
+            elif int(value) != value:
                 raise ValueError(f"`{argument}` must hold class indices or names, got {value!r}.")
             else:
                 indices.append(int(value))
@@ -312,6 +361,7 @@ class JDCLPipeline(DiffusionPipeline):
             `torch.Tensor` of shape `(batch_size, channels, height, width)` in [-1, 1].
         """
         check_sampling_arguments(batch_size, num_inference_steps, guidance_scale, eta)
+        check_generator(generator, batch_size)
         device = self._execution_device
         image = randn_tensor(
             (batch_size, *self.image_shape), generator=generator, device=device, dtype=self.unet.dtype
@@ -395,6 +445,15 @@ class JDCLPipeline(DiffusionPipeline):
             labels = self._labels_tensor(class_labels, batch_size)
             batch_size = labels.numel()
         classes = self.seen_classes if classes is None else self.class_indices(classes, seen_only=False)
+        if labels is not None and guidance_scale != 0:
+            outside = sorted(set(labels.tolist()) - set(classes))
+            if outside:
+                names = self.class_names
+                raise ValueError(
+                    f"`class_labels` asks for {[names[c] for c in outside]}, outside the `classes` the guiding "
+                    f"classifier chooses among ({[names[c] for c in classes]}); add them to `classes`, or leave "
+                    "`classes` out."
+                )
 
         image = self.sample_images(
             batch_size,
