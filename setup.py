@@ -13,6 +13,7 @@ setup(
     packages=find_packages("src") + ["jdcl.model_cards"],
     package_data={"jdcl.model_cards": ["*.md"]},
     python_requires=">=3.11",
+    entry_points={"console_scripts": ["jdcl-train=jdcl.cli:main"]},
     install_requires=[
         "torch>=2.4",
         "diffusers>=0.42.1,<0.43",

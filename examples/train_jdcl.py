@@ -1,28 +1,20 @@
 #!/usr/bin/env python
-"""Class-incremental training with JDCL (joint diffusion models for continual learning).
+"""Class-incremental training with JDCL (joint diffusion models for continual learning): the `jdcl-train` command.
 
     accelerate launch examples/train_jdcl.py                                  # the bundled digits demo
-    accelerate launch examples/train_jdcl.py --config examples/configs/cifar10.yaml --push_to_hub
+    accelerate launch examples/train_jdcl.py --config cifar10 --push_to_hub   # a shipped preset, or a preset's path
 
-Every flag is a field of `jdcl.config.JDCLTrainingConfig`; flags win over `--config`, which wins over the defaults.
+Every flag is a field of `jdcl.config.JDCLTrainingConfig` (`--help` lists them); the parser and the run are
+`jdcl.cli.main`.
 """
 
-import argparse
-import dataclasses
-import json
-import logging
 import os
 import sys
-import types
-import typing
 
 
 # Before torch loads OpenMP: its default busy-waiting threads slow a step up to 50x whenever another process shares
 # the cores (measured on 2 cores beside one busy process: 6.1 s against 0.13 s per demo training step).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import torch  # noqa: E402
-
 
 # Run from a checkout without installing: the library lives in src/.
 try:
@@ -30,100 +22,7 @@ try:
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "src"))
 
-from jdcl.config import JDCLTrainingConfig
-from jdcl.strategies import STRATEGIES
-from jdcl.trainer import train_jdcl
-
-
-# Flags that are booleans in the config but read as switches (`--use_ema`, `--no_distillation`, ...).
-NEGATABLE_FLAGS = {"use_ema", "augment", "ema_warmup", "show_progress"}
-# List fields given as comma-separated words, with their help.
-COMMA_SEPARATED_FLAGS = {
-    "class_order": "Comma-separated class indices or names, e.g. 0,1,2,3 or cat,dog.",
-    "quality_metrics": "Comma-separated feature extractors of the quality metrics: referee (offline), dinov2, inception.",
-}
-
-
-def _flag_type(annotation):
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        arguments = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _flag_type(arguments[0])
-    if annotation in (int, float, str, bool):
-        return annotation
-    if annotation in (list, dict) or origin in (list, dict):
-        return json.loads
-    return str
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        # A misspelt flag must fail, not silently set the field it abbreviates.
-        allow_abbrev=False,
-    )
-    parser.add_argument("--config", type=str, default=None, help="A YAML/JSON preset (see examples/configs/).")
-    hints = typing.get_type_hints(JDCLTrainingConfig)
-    for field in dataclasses.fields(JDCLTrainingConfig):
-        flag_type = _flag_type(hints[field.name])
-        if flag_type is bool:
-            if field.name in NEGATABLE_FLAGS:
-                parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=None)
-            else:
-                parser.add_argument(f"--{field.name}", action="store_true", default=None)
-        elif field.name in COMMA_SEPARATED_FLAGS:
-            parser.add_argument(
-                f"--{field.name}",
-                type=lambda text: [item.strip() for item in text.split(",") if item.strip()],
-                default=None,
-                help=COMMA_SEPARATED_FLAGS[field.name],
-            )
-        elif field.name == "hub_token":
-            parser.add_argument(
-                "--hub_token", type=str, default=None, help="Refused: log in with `huggingface-cli login` or HF_TOKEN."
-            )
-        elif field.name == "strategy":
-            parser.add_argument(
-                "--strategy", type=str, default=None, help=f"The method: one of {', '.join(sorted(STRATEGIES))}."
-            )
-        else:
-            help_text = (
-                "A JSON object of the keys to change, e.g. '{\"block_out_channels\": [64, 128, 128]}'."
-                if flag_type is json.loads
-                else None
-            )
-            parser.add_argument(f"--{field.name}", type=flag_type, default=None, help=help_text)
-    return parser
-
-
-def parse_config(argv: list[str] | None = None) -> JDCLTrainingConfig:
-    args = vars(build_parser().parse_args(argv))
-    if args["hub_token"] is not None:
-        # Launchers (accelerate, torchrun) print the whole command line when a run fails.
-        raise SystemExit(
-            "--hub_token is refused: a token on the command line ends up in launcher output and shell history. Log in "
-            "once with `huggingface-cli login`, or set HF_TOKEN in the environment; --push_to_hub then uses it."
-        )
-    config_path = args.pop("config")
-    overrides = {name: value for name, value in args.items() if value is not None}
-    if config_path is not None:
-        return JDCLTrainingConfig.from_file(config_path, **overrides)
-    return JDCLTrainingConfig.from_dict(overrides, source="the command line")
-
-
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    for noisy_logger in ("httpx", "huggingface_hub", "datasets"):
-        logging.getLogger(noisy_logger).setLevel(logging.WARNING)
-    config = parse_config(argv)
-    metrics = train_jdcl(config)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    print(
-        f"Final average accuracy {metrics['average_accuracy']:.4f}, forgetting {metrics['forgetting']:.4f}; "
-        f"results in {config.output_dir}"
-    )
+from jdcl.cli import main  # noqa: E402
 
 
 if __name__ == "__main__":

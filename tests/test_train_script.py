@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jdcl.cli import parse_config
 from jdcl.config import DEFAULT_UNET_CONFIG, JDCLTrainingConfig
 
 from .utils import TINY_UNET
@@ -22,9 +23,6 @@ from .utils import TINY_UNET
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "examples" / "train_jdcl.py"
-sys.path.insert(0, str(SCRIPT.parent))
-
-from train_jdcl import parse_config  # noqa: E402
 
 
 TINY_FLAGS = [
