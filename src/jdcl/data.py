@@ -5,6 +5,7 @@ written with `Dataset.save_to_disk`/`DatasetDict.save_to_disk`, an image folder,
 needs no network.
 """
 
+import io
 import logging
 import math
 import os
@@ -15,6 +16,8 @@ import datasets
 import numpy as np
 import PIL.Image
 import torch
+
+from .paths import check_writable_folder
 
 
 logger = logging.getLogger(__name__)
@@ -102,6 +105,12 @@ def _find_image_column(features: datasets.Features, image_column: str | None) ->
                 f"Column '{image_column}' not found; available columns: {available}. "
                 "Pass --image_column with one of them."
             )
+        if not isinstance(features[image_column], datasets.Image):
+            image_columns = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
+            raise ValueError(
+                f"--image_column '{image_column}' holds {features[image_column]!r}, not images (a `datasets.Image` "
+                f"feature). Pass --image_column with an image column{f': one of {image_columns}' if image_columns else ''}."
+            )
         return image_column
     for name, feature in features.items():
         if isinstance(feature, datasets.Image):
@@ -164,12 +173,93 @@ def _carve_test_split(
 
     labels = labels_of(train, label_column)
     indices = np.arange(len(labels))
-    _, counts = np.unique(labels, return_counts=True)
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.min() < 2:
+        raise ValueError(
+            f"Class(es) {classes[counts < 2].tolist()} have a single training example, so no test example can be held "
+            "out for them (the data set has no 'test' or 'validation' split). Add examples of those classes, or pass "
+            "--test_split with a split of its own."
+        )
     # Stratifying needs at least two examples per class; tiny data sets fall back to a plain random split.
     num_test = math.ceil(fraction * len(labels))
     stratify = labels if counts.min() >= 2 and min(num_test, len(labels) - num_test) >= len(counts) else None
     train_idx, test_idx = train_test_split(indices, test_size=fraction, stratify=stratify, random_state=seed)
+    lost = sorted(set(classes.tolist()) - set(labels[train_idx].tolist()))
+    if lost:
+        raise ValueError(
+            f"Holding out a test split would leave class(es) {lost} with no training example: the data set is too "
+            "small to carve a test split from. Add examples, or pass --test_split with a split of its own."
+        )
     return train.select(np.sort(train_idx)), train.select(np.sort(test_idx))
+
+
+def find_unreadable_images(dataset: datasets.Dataset, image_column: str) -> list[tuple[int, str]]:
+    r"""
+    Decodes every image of a split once and lists those that do not decode (empty, cut short, not an image).
+
+    Args:
+        dataset (`datasets.Dataset`): The split.
+        image_column (`str`): Its image column.
+
+    Returns:
+        `list[tuple[int, str]]`: the row and a description (the file and why) of every unreadable image.
+    """
+    unreadable = []
+    raw = dataset.cast_column(image_column, datasets.Image(decode=False))
+    for index, item in enumerate(raw[image_column]):
+        source = item.get("path") or f"row {index}"
+        try:
+            with PIL.Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"]) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
+            unreadable.append((index, f"{source} ({error})"))
+    return unreadable
+
+
+def _without_unreadable_images(
+    raw: datasets.DatasetDict, image_column: str, folder: str, skip_bad_images: bool
+) -> datasets.DatasetDict:
+    # An image folder is the user's own files: one that does not decode is named now, not in a traceback mid-run.
+    kept = {}
+    for split_name, split in raw.items():
+        unreadable = find_unreadable_images(split, image_column)
+        if unreadable and not skip_bad_images:
+            raise ValueError(
+                f"{len(unreadable)} image(s) in {folder} cannot be read: "
+                + "; ".join(description for _, description in unreadable[:5])
+                + (" ..." if len(unreadable) > 5 else "")
+                + ". Remove or replace them, or pass --skip_bad_images to leave unreadable images out."
+            )
+        if unreadable:
+            logger.warning(
+                "Left out %d unreadable image(s) of the %s split of %s (--skip_bad_images): %s",
+                len(unreadable),
+                split_name,
+                folder,
+                "; ".join(description for _, description in unreadable[:5]) + (" ..." if len(unreadable) > 5 else ""),
+            )
+            bad_rows = {index for index, _ in unreadable}
+            split = split.select([index for index in range(len(split)) if index not in bad_rows])
+        kept[split_name] = split
+    return datasets.DatasetDict(kept)
+
+
+def _warn_of_missing_classes(train_labels: np.ndarray, test_labels: np.ndarray, class_names: list[str]) -> None:
+    # A class without test images would be trained on and never measured; one without training images never learned.
+    train_classes, test_classes = set(train_labels.tolist()), set(test_labels.tolist())
+    for missing, has, lacks, consequence in (
+        (train_classes - test_classes, "training", "test", "its accuracy is not measured"),
+        (test_classes - train_classes, "test", "training", "it is never learned"),
+    ):
+        if missing:
+            logger.warning(
+                "Class(es) %s have %s images but no %s images: %s. Pass --test_split with a split that has them, "
+                "or leave them out of --class_order.",
+                [class_names[c] for c in sorted(missing)],
+                has,
+                lacks,
+                consequence,
+            )
 
 
 def load_classification_dataset(
@@ -182,6 +272,7 @@ def load_classification_dataset(
     test_split: str | None = None,
     validation_fraction: float = 0.1,
     seed: int = 0,
+    skip_bad_images: bool = False,
 ) -> ClassificationData:
     """
     Loads an image-classification data set and resolves its image column, label column, test split and class names.
@@ -209,6 +300,9 @@ def load_classification_dataset(
             The fraction of the training split held out for evaluation when the data set has no test split.
         seed (`int`, *optional*, defaults to 0):
             Seed of the held-out split, so that it is the same on every run.
+        skip_bad_images (`bool`, *optional*, defaults to `False`):
+            With `train_data_dir`, leave out images that do not decode (with a warning that counts and names them)
+            instead of refusing the folder.
 
     Returns:
         [`ClassificationData`]: the train and test splits with their columns and class names.
@@ -218,6 +312,8 @@ def load_classification_dataset(
             f"Got both dataset_name={dataset_name!r} and train_data_dir={train_data_dir!r}. "
             "Pass only one of --dataset_name and --train_data_dir."
         )
+    if cache_dir is not None:
+        check_writable_folder(cache_dir, "--cache_dir")
 
     if train_data_dir is not None:
         if not os.path.isdir(train_data_dir):
@@ -242,10 +338,12 @@ def load_classification_dataset(
             "or rename one of its splits to 'train'."
         )
     train = raw["train"]
+    image_column = _find_image_column(train.features, image_column)
+    if train_data_dir is not None:
+        raw = _without_unreadable_images(raw, image_column, train_data_dir, skip_bad_images)
+        train = raw["train"]
     if len(train) == 0:
         raise ValueError("The 'train' split is empty. Pass a data set with training examples.")
-
-    image_column = _find_image_column(train.features, image_column)
     if (
         train_data_dir is not None
         and label_column is None
@@ -309,6 +407,7 @@ def load_classification_dataset(
                 "Labels must be class indices 0..num_classes-1 (no negative/missing labels): remap or filter them, "
                 "or pass --label_column with a column of class indices."
             )
+    _warn_of_missing_classes(train_labels, test_labels, class_names)
 
     return ClassificationData(
         train=train, test=test, image_column=image_column, label_column=label_column, class_names=class_names

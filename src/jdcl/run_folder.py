@@ -13,6 +13,7 @@
 
 import contextlib
 import json
+import logging
 import re
 import shutil
 from collections.abc import Iterator
@@ -24,9 +25,12 @@ import PIL.Image
 from .atomic import atomic_directory, write_json
 from .config import add_missing_defaults
 from .metrics import AccuracyMatrix
+from .paths import check_writable_folder
 from .pipelines.pipeline_jdcl import JDCLPipeline
 from .plotting import plot_accuracy_matrix, save_image_atomically
 
+
+logger = logging.getLogger(__name__)
 
 RUN_CONFIG_NAME = "run_config.json"
 METRICS_NAME = "metrics.json"
@@ -62,7 +66,9 @@ class RunFolder:
 
     def check(self, identity: dict, resume: bool) -> bool:
         r"""
-        Refuses a folder that holds results of another run, or of this run without `--resume_from_checkpoint`.
+        Refuses a folder that cannot be written, that a live run holds, that holds anything but a jdcl run (the
+        user's own files are never overwritten), or that holds results of another run, or of this run without
+        `--resume_from_checkpoint`.
 
         Args:
             identity (`dict`): What defines the experiment (see [`JDCLTrainingConfig.run_identity`]).
@@ -72,15 +78,22 @@ class RunFolder:
             `bool`: whether the folder is claimed afresh (its `run_config.json`, if any, is then replaced). A folder
             whose run failed before finishing a task or writing a checkpoint may be claimed by another configuration.
         """
-        run_config_path = self.path / RUN_CONFIG_NAME
+        check_writable_folder(self.path, "--output_dir")
+        self._check_not_live()
+        recorded = self.read_run_config()
+        if recorded is None:
+            others = sorted(p.name for p in self.path.iterdir() if p.name != LOCK_NAME) if self.path.is_dir() else []
+            if others:
+                shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+                raise ValueError(
+                    f"--output_dir {self.path} is not empty ({shown}) and holds no jdcl run (it has no "
+                    f"{RUN_CONFIG_NAME} of one). A run writes only into an empty folder or one of its own runs, so as "
+                    "not to overwrite files; choose another --output_dir, or empty this one."
+                )
+            return True
         if not self.holds_results():
             return True
-        if not run_config_path.exists():
-            raise ValueError(
-                f"{self.path} holds task folders or checkpoints but no {RUN_CONFIG_NAME}; it is not a jdcl run of this "
-                "configuration. Choose another --output_dir."
-            )
-        previous = add_missing_defaults(json.loads(run_config_path.read_text()).get("identity") or {})
+        previous = add_missing_defaults(recorded["identity"])
         if previous != identity:
             changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
             raise ValueError(
@@ -94,13 +107,50 @@ class RunFolder:
             )
         return False
 
+    def read_run_config(self) -> dict | None:
+        """The folder's `run_config.json` (`None` when it has none); refuses one that is not a jdcl run's record."""
+        path = self.path / RUN_CONFIG_NAME
+        if not path.exists():
+            return None
+        recorded = read_json(path, "Restore it if it was a jdcl run's record, or choose another --output_dir")
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("identity"), dict):
+            raise ValueError(
+                f"{path} is not the record of a jdcl run (it has no `identity`); it may be a file of your own. A run "
+                "writes only into an empty folder or one of its own runs: choose another --output_dir."
+            )
+        return recorded
+
+    def _live_run_error(self) -> ValueError:
+        return ValueError(
+            f"Another jdcl run is live in {self.path} (it holds {self.path / LOCK_NAME}). Wait for it to end, or "
+            "choose another --output_dir."
+        )
+
+    def _check_not_live(self) -> None:
+        # Said first: whatever else the folder holds, a second run must not touch it while the first is live.
+        lock_path = self.path / LOCK_NAME
+        if not lock_path.is_file():
+            return
+        probe = filelock.FileLock(lock_path, timeout=0)
+        try:
+            probe.acquire()
+        except filelock.Timeout:
+            raise self._live_run_error() from None
+        probe.release()
+
     def check_resume_target(self, resume_from_checkpoint: str | None) -> None:
         r"""
-        Refuses a `--resume_from_checkpoint` that is neither `latest` nor a stage checkpoint of this folder.
+        Refuses a `--resume_from_checkpoint` that is neither `latest` nor a stage checkpoint of this folder; says so
+        when `latest` finds nothing to continue.
 
         Args:
             resume_from_checkpoint (`str`, *optional*): The flag's value.
         """
+        if resume_from_checkpoint == "latest" and not self.holds_results():
+            logger.warning(
+                f"--resume_from_checkpoint latest: {self.path} holds no checkpoint or finished task to continue; "
+                "starting a new run."
+            )
         if resume_from_checkpoint in (None, "latest"):
             return
         path = Path(resume_from_checkpoint)
@@ -126,10 +176,7 @@ class RunFolder:
         try:
             lock.acquire()
         except filelock.Timeout:
-            raise ValueError(
-                f"Another jdcl run is live in {self.path} (it holds {self.path / LOCK_NAME}). Wait for it to end, or "
-                "choose another --output_dir."
-            ) from None
+            raise self._live_run_error() from None
         try:
             yield
         finally:
@@ -165,12 +212,20 @@ class RunFolder:
 
     def read_task_record(self, task_index: int) -> dict | None:
         path = self.state_dir / self.task_dir(task_index).name / "record.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        # Without it the task is evaluated again: the accuracies are those the record kept.
+        return read_json(path, "Remove it and resume again; the finished task is then evaluated again")
 
     def load_metrics(self, resume: bool) -> dict:
         """What `metrics.json` holds when resuming, else an empty record."""
         path = self.path / METRICS_NAME
-        metrics = json.loads(path.read_text()) if resume and path.exists() else {}
+        metrics = {}
+        if resume and path.exists():
+            fix = "Remove it and resume again; it is rebuilt from the finished tasks (their state/task-K/record.json)"
+            metrics = read_json(path, fix)
+            if not isinstance(metrics, dict):
+                raise ValueError(f"{path} does not hold a jdcl metrics record (a JSON object). {fix}.")
         for key, empty in (("accuracy_matrix", []), ("accuracy_seen", []), ("stage_seconds", {}), ("rehearsal", {})):
             metrics.setdefault(key, empty)
         return metrics
@@ -204,3 +259,17 @@ class RunFolder:
         """Once a task is saved, its stages' checkpoints are no longer needed to resume."""
         for stage_checkpoints in self.checkpoint_dir.glob(f"{self.task_dir(task_index).name}-*"):
             shutil.rmtree(stage_checkpoints, ignore_errors=True)
+
+
+def read_json(path: Path, fix: str) -> object:
+    r"""
+    Reads a JSON file of a run folder; a damaged one (cut short, edited) is refused with its path and `fix`.
+
+    Args:
+        path (`Path`): The file.
+        fix (`str`): What the user can do about a damaged file, as a sentence without its full stop.
+    """
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is damaged: it is not valid JSON ({error}). {fix}.") from None

@@ -96,6 +96,37 @@ def check_generator(generator, batch_size: int) -> None:
         )
 
 
+def _is_integral(value) -> bool:
+    # A class index: an int, or a number equal to one (a float label, a numpy or torch scalar); never None or a bool.
+    if value is None or isinstance(value, bool):
+        return False
+    try:
+        return int(value) == value
+    except (TypeError, ValueError):
+        return False
+
+
+def _stack_image_list(images: Sequence) -> np.ndarray | torch.Tensor:
+    # A list is one kind of image (PIL images are converted before): arrays or tensors of one shape each.
+    kinds = sorted({type(image).__name__ for image in images})
+    if len(kinds) > 1:
+        raise ValueError(
+            f"`images` mixes {kinds}; pass one kind: a list of PIL images, a list of numpy arrays, or one array or "
+            "tensor."
+        )
+    if not isinstance(images[0], (np.ndarray, torch.Tensor)):
+        raise ValueError(f"Cannot classify images of type {kinds[0]}; pass PIL images, numpy arrays or torch tensors.")
+    shapes = sorted({tuple(image.shape) for image in images})
+    if len(shapes) > 1:
+        raise ValueError(
+            f"`images` holds images of different shapes {shapes[:4]}; resize them to one size (or pass PIL images, "
+            "which are resized to the model's)."
+        )
+    if isinstance(images[0], torch.Tensor):
+        return torch.stack(list(images))
+    return np.stack(images)
+
+
 class JDCLPipeline(DiffusionPipeline):
     r"""
     Pipeline for a JDCL joint diffusion model: unconditional and class-conditional image generation, rehearsal
@@ -233,9 +264,7 @@ class JDCLPipeline(DiffusionPipeline):
                 indices.append(names.index(value))
             elif isinstance(value, str):
                 raise ValueError(f"Unknown class {value!r} in `{argument}`: this model's classes are {names}.")
-            elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise ValueError(f"`{argument}` must hold class indices or names, got {value!r}.")
-            elif int(value) != value:
+            elif not _is_integral(value):
                 raise ValueError(f"`{argument}` must hold class indices or names, got {value!r}.")
             else:
                 indices.append(int(value))
@@ -490,7 +519,7 @@ class JDCLPipeline(DiffusionPipeline):
             images = [images]
         if isinstance(images, (list, tuple)) and len(images) == 0:
             raise ValueError("No images to classify: pass at least one image.")
-        if isinstance(images, (list, tuple)) and isinstance(images[0], PIL.Image.Image):
+        if isinstance(images, (list, tuple)) and all(isinstance(image, PIL.Image.Image) for image in images):
             mode = "L" if channels == 1 else "RGB"
             images = [
                 image.convert(mode).resize((width, height), PIL.Image.Resampling.BILINEAR)
@@ -502,12 +531,18 @@ class JDCLPipeline(DiffusionPipeline):
             if images.ndim == 3:
                 images = images[..., None]
         if isinstance(images, (list, tuple)):
-            images = np.stack([np.asarray(image) for image in images])
+            images = _stack_image_list(images)
         if isinstance(images, np.ndarray):
             if images.ndim == 3:
                 images = images[None]
             if images.ndim != 4:
                 raise ValueError(f"Numpy images must be (batch, height, width, channels), got shape {images.shape}.")
+            if images.shape[-1] != channels and images.shape[1] == channels:
+                raise ValueError(
+                    f"Numpy images of shape {images.shape} look channels-first; numpy images are channels-last, "
+                    "(batch, height, width, channels), as `output_type='np'` gives them. Pass "
+                    "`images.transpose(0, 2, 3, 1)`, or a torch tensor (channels-first)."
+                )
             images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
         if not isinstance(images, torch.Tensor):
             raise ValueError(
@@ -515,6 +550,22 @@ class JDCLPipeline(DiffusionPipeline):
             )
         if images.ndim == 3:
             images = images[None]
+        if images.ndim != 4:
+            raise ValueError(
+                f"Image tensors must be (batch, channels, height, width), got shape {tuple(images.shape)}."
+            )
+        if len(images) == 0:
+            raise ValueError("No images to classify: `images` holds an empty batch; pass at least one image.")
+        if images.shape[1] != channels:
+            hint = (
+                " They look channels-last; tensors are channels-first: pass `images.permute(0, 3, 1, 2)`."
+                if images.shape[-1] == channels
+                else ""
+            )
+            raise ValueError(
+                f"`images` of shape {tuple(images.shape)} have {images.shape[1]} channels but the model expects "
+                f"{channels}.{hint}"
+            )
         if images.dtype == torch.uint8:
             raise ValueError("Images are uint8; pass floats in [0, 1] (divide by 255) as the pipeline outputs them.")
         if not images.is_floating_point():
