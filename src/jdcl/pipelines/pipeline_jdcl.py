@@ -174,7 +174,8 @@ class JDCLPipeline(DiffusionPipeline):
         task_index: int | None = None,
         num_tasks: int | None = None,
         tasks: list[list[int]] | None = None,
-        accuracy_matrix: list[list[float | None]] | None = None,
+        # Untyped: diffusers' type check on loading does not read `float | None` inside lists.
+        accuracy_matrix: list | None = None,
     ):
         super().__init__()
         if not isinstance(scheduler, SchedulerMixin):
