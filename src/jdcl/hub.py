@@ -20,10 +20,11 @@ import os
 from pathlib import Path
 
 from diffusers.utils import logging
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub.errors import HFValidationError
 
 
-__all__ = ["TaskHubUploader", "task_revision"]
+__all__ = ["TaskHubUploader", "download_checkpoint", "task_revision"]
 
 logger = logging.get_logger(__name__)
 
@@ -42,6 +43,41 @@ def task_revision(task_index: int) -> str:
     if isinstance(task_index, bool) or not isinstance(task_index, int) or task_index < 1:
         raise ValueError(f"`task_index` is 1-based and must be a positive integer, got {task_index!r}.")
     return f"task-{task_index}"
+
+
+def download_checkpoint(
+    name_or_path: str, revision: str | None = None, flag: str = "--pretrained_model_name_or_path"
+) -> Path:
+    """
+    The local folder of a saved pipeline or model: `name_or_path` itself when it is a folder, else the Hub repository's
+    `revision` downloaded to the cache (`huggingface_hub.snapshot_download`, which reads the cache when offline).
+
+    Args:
+        name_or_path (`str`):
+            A local folder, or a Hub repository id.
+        revision (`str`, *optional*, defaults to `None`):
+            The Hub branch, tag or commit, e.g. `"task-3"`; the default branch when `None`. A local folder has none.
+        flag (`str`, *optional*, defaults to `"--pretrained_model_name_or_path"`):
+            The flag that named the checkpoint, for errors.
+
+    Returns:
+        `Path`: the folder.
+    """
+    if Path(name_or_path).is_dir():
+        if revision is not None:
+            raise ValueError(
+                f"{flag} {name_or_path} is a local folder, which has no revision {revision!r}; pass the folder of that "
+                "task itself (e.g. runs/my-run/task-3) and drop the revision."
+            )
+        return Path(name_or_path)
+    try:
+        return Path(snapshot_download(name_or_path, revision=revision, repo_type="model"))
+    except (OSError, HFValidationError) as error:
+        where = f"{name_or_path}@{revision}" if revision is not None else name_or_path
+        raise ValueError(
+            f"{flag} {where} is neither a local folder nor a Hub repository that could be downloaded ({error}); check "
+            "the path, the repository id and the revision (a task of a jdcl run is the branch `task-K`)."
+        ) from None
 
 
 class TaskHubUploader:
