@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .atomic import atomic_file
 from .data import TensorData
+from .paths import read_safetensors
 
 
 BUFFER_POLICIES = ("class_balanced", "reservoir")
@@ -97,5 +98,9 @@ class ReplayBuffer:
 
     @classmethod
     def load(cls, path: str | Path) -> "ReplayBuffer":
-        state = load_file(path)
+        """Reads a buffer written by [`~ReplayBuffer.save`]."""
+        state = read_safetensors(
+            path,
+            "The images it stored are lost: restore the file, or start the run again in a new --output_dir",
+        )
         return cls(images=state["images"], labels=state["labels"], num_seen=int(state["num_seen"]))

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from .validation import check_run_settings, check_unet_config_types, load_yaml
+
 
 LOCAL_INITS = ("global", "scratch")
 REPLAY_SAMPLERS = ("label", "guided")
@@ -91,6 +93,8 @@ RUN_IDENTITY_EXCLUDED = {
     "checkpoints_total_limit",
     "show_progress",
     "cache_dir",
+    # Which images decode does not depend on it: a run with unreadable images runs only with it.
+    "skip_bad_images",
     "replay_batch_size",
     "eval_batch_size",
     "dataloader_num_workers",
@@ -122,6 +126,8 @@ class JDCLTrainingConfig:
         label_column (`str`, *optional*): The label column; found automatically when `None`.
         test_split (`str`, *optional*): The evaluation split; "test", else "validation", else carved from train.
         cache_dir (`str`, *optional*): The `datasets` cache folder.
+        skip_bad_images (`bool`): With `train_data_dir`, leave out images that do not decode (counted and named in a
+            warning) instead of refusing the folder.
         resolution (`int`): Images are resized to `resolution x resolution`.
         num_tasks (`int`): Number of class-incremental tasks.
         class_order (`list`, *optional*): The order in which classes arrive (indices or names); label order if `None`.
@@ -223,6 +229,7 @@ class JDCLTrainingConfig:
     label_column: str | None = None
     test_split: str | None = None
     cache_dir: str | None = None
+    skip_bad_images: bool = False
     resolution: int = 8
     num_tasks: int = 5
     class_order: list | None = None
@@ -296,6 +303,7 @@ class JDCLTrainingConfig:
 
     def __post_init__(self):
         # A partial `unet_config` changes the default UNet; it does not replace it.
+        check_unet_config_types(self.unet_config)
         self.unet_config = {**DEFAULT_UNET_CONFIG, **(self.unet_config or {})}
         self.validate()
 
@@ -330,6 +338,7 @@ class JDCLTrainingConfig:
         STRATEGIES[self.strategy].check_config(self)
         check_quality_metrics(self.quality_metrics)
         sampling_scheduler_from_config(self)
+        check_run_settings(self)
         if self.dataset_name is not None and self.train_data_dir is not None:
             raise ValueError("Pass either `--dataset_name` or `--train_data_dir`, not both.")
         if self.push_to_hub and self.hub_token is not None and self.logger in ("wandb", "all"):
@@ -383,7 +392,7 @@ class JDCLTrainingConfig:
         if not path.is_file():
             raise ValueError(f"Config file {path} does not exist; see examples/configs/ for the presets.")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = load_yaml(path.read_text()) or {}
         except yaml.YAMLError as error:
             raise ValueError(f"Config file {path} is not valid YAML or JSON: {error}") from None
         if not isinstance(values, dict):

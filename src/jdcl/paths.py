@@ -1,7 +1,12 @@
-"""Checks of the folders a run writes into (`--output_dir`, `--cache_dir`), made before anything is written."""
+"""The files and folders of a run: checks of the folders it writes into (`--output_dir`, `--cache_dir`), made before
+anything is written, and reads of its kept tensors that name a damaged file."""
 
 import os
 from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 
 def check_writable_folder(path: str | os.PathLike, flag: str) -> Path:
@@ -35,3 +40,17 @@ def check_writable_folder(path: str | os.PathLike, flag: str) -> Path:
             "to, or change its permissions."
         )
     return path
+
+
+def read_safetensors(path: str | os.PathLike, fix: str) -> dict[str, torch.Tensor]:
+    r"""
+    Reads a safetensors file that a run kept; a damaged one (cut short, overwritten) is refused with its path.
+
+    Args:
+        path (`str` or `os.PathLike`): The file.
+        fix (`str`): What the user can do about a damaged file, as a sentence without its full stop.
+    """
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path} is damaged: it cannot be read as safetensors ({error}). {fix}.") from None

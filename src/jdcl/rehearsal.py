@@ -16,11 +16,12 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .atomic import atomic_file
 from .compilation import maybe_compile, memory_format
 from .models import JointUNet2DModel, class_mask, mask_logits
+from .paths import read_safetensors
 from .pipelines.pipeline_jdcl import JDCLPipeline, check_sampling_arguments
 
 
@@ -95,7 +96,8 @@ class RehearsalSet:
     @classmethod
     def load(cls, path: str | Path) -> "RehearsalSet":
         """Reads a set written by [`~RehearsalSet.save`]."""
-        state = load_file(path)
+        # The set is generated again, from the same seeds, when its file is gone.
+        state = read_safetensors(path, "Remove it and resume again: the rehearsal set is then generated again")
         return cls(
             images=state["images"],
             labels=state["labels"],

@@ -7,6 +7,7 @@ batches, augmentation and noise, checkpoints and their resume, progress bars and
 import copy
 import json
 import logging
+import pickle
 import shutil
 import time
 import warnings
@@ -17,6 +18,7 @@ import torch
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 from diffusers.utils.torch_utils import randn_tensor
+from safetensors import SafetensorError
 from torch.profiler import record_function
 from tqdm.auto import tqdm
 
@@ -32,6 +34,16 @@ from .stage_data import StageData
 logger = logging.getLogger(__name__)
 
 Objective = JointObjective | DistillationObjective
+# What loading a checkpoint with a file cut short or overwritten raises: safetensors, torch's zip reader, pickle, JSON.
+DAMAGED_CHECKPOINT_ERRORS = (
+    SafetensorError,
+    OSError,
+    EOFError,
+    RuntimeError,
+    pickle.UnpicklingError,
+    ValueError,
+    KeyError,
+)
 
 
 @dataclass(frozen=True)
@@ -160,7 +172,7 @@ class StageRunner:
         try:
             checkpoint = self._checkpoint_to_resume(task_index, stage)
             if checkpoint is not None:
-                accelerator.load_state(str(checkpoint))
+                checkpoint = self._load_checkpoint(task_index, stage, checkpoint)
                 logger.info(
                     f"Resuming task {task_index + 1} {stage.name} stage from {checkpoint} "
                     f"(step {progress_state['step']})."
@@ -330,10 +342,44 @@ class StageRunner:
             if not path.is_dir():
                 raise ValueError(f"--resume_from_checkpoint {resume} is not a folder; pass 'latest' or a checkpoint.")
             return path if path.parent == root else None
+        checkpoints = self._stage_checkpoints(root)
+        return checkpoints[-1] if checkpoints else None
+
+    @staticmethod
+    def _stage_checkpoints(root: Path) -> list[Path]:
+        """The checkpoints of a stage, oldest first."""
         checkpoints = (
             [p for p in root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()] if root.exists() else []
         )
-        return max(checkpoints, key=lambda p: int(p.name.split("-")[-1])) if checkpoints else None
+        return sorted(checkpoints, key=lambda p: int(p.name.split("-")[-1]))
+
+    def _load_checkpoint(self, task_index: int, stage: Stage, checkpoint: Path) -> Path:
+        """Loads `checkpoint`, or with `latest` the newest complete one before it when it is damaged; returns it."""
+        candidates = [checkpoint]
+        if self.config.resume_from_checkpoint == "latest":
+            earlier = self._stage_checkpoints(self.checkpoint_root(task_index, stage))
+            candidates = [checkpoint, *reversed([p for p in earlier if p != checkpoint])]
+        for index, candidate in enumerate(candidates):
+            try:
+                # Each load replaces the whole state (model, optimizer, EMA, RNG, step): a failed one leaves nothing.
+                self.accelerator.load_state(str(candidate))
+                return candidate
+            except DAMAGED_CHECKPOINT_ERRORS as error:
+                if index + 1 < len(candidates):
+                    logger.warning(
+                        f"Stage checkpoint {candidate} is damaged and cannot be loaded ({type(error).__name__}: "
+                        f"{error}); resuming from the one before it, {candidates[index + 1]}."
+                    )
+                    continue
+                fix = (
+                    f"Remove {self.checkpoint_root(task_index, stage)} to start the stage over"
+                    if self.config.resume_from_checkpoint == "latest"
+                    else "Remove it, or pass --resume_from_checkpoint latest"
+                )
+                raise ValueError(
+                    f"Stage checkpoint {candidate} is damaged and cannot be loaded ({type(error).__name__}: {error}). "
+                    f"{fix}."
+                ) from None
 
     def _save_checkpoint(self, task_index: int, stage: Stage, step: int) -> None:
         if self.checkpoint_dir is None:

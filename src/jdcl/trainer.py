@@ -151,6 +151,7 @@ class ContinualTrainer:
             dataset_config_name=config.dataset_config_name,
             train_data_dir=config.train_data_dir,
             cache_dir=config.cache_dir,
+            skip_bad_images=config.skip_bad_images,
             image_column=config.image_column,
             label_column=config.label_column,
             test_split=config.test_split,

@@ -84,6 +84,8 @@ class ContinualStrategy:
     stores_images: ClassVar[bool] = False
     # Whether its stages on real data learn from unlabelled images too (`--labeled_fraction`, `--labeled_per_class`).
     learns_from_unlabeled: ClassVar[bool] = True
+    # Whether it learns old classes from generated rehearsal (`--replay_samples_per_class` must then be >= 1).
+    rehearses: ClassVar[bool] = False
 
     def __init__(
         self,

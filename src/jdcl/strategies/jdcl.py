@@ -24,6 +24,7 @@ class JDCLStrategy(ContinualStrategy):
     """
 
     name = "jdcl"
+    rehearses = True
     distils = True
 
     def train_first_task(self, task: Task, previous: JointUNet2DModel | None) -> JointUNet2DModel:

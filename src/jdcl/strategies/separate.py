@@ -24,6 +24,7 @@ class SeparateStrategy(ContinualStrategy):
     """
 
     name = "separate"
+    rehearses = True
     learns_from_unlabeled = False
 
     def train_task(self, task: Task, previous: JointUNet2DModel | None) -> JointUNet2DModel:
