@@ -79,6 +79,14 @@ TRAINING_CASES = [
     ("quality_metrics_as_a_string", {"quality_metrics": "referee"}, "quality_metrics"),
     ("quality_samples_one", {"quality_samples_per_class": 1}, "--quality_samples_per_class"),
     ("dinov2_missing", {"quality_metrics": ["dinov2"], "quality_dinov2_model": "{tmp}/nowhere"}, "nowhere"),
+    # Semi-supervised settings.
+    ("labeled_fraction_zero", {"labeled_fraction": 0.0}, "--labeled_fraction"),
+    ("labeled_fraction_above_one", {"labeled_fraction": 1.5}, "--labeled_fraction"),
+    ("labeled_fraction_and_per_class", {"labeled_fraction": 0.1, "labeled_per_class": 2}, "--labeled_per_class"),
+    ("labeled_per_class_above_a_class", {"labeled_per_class": 10_000}, "--labeled_per_class 10000"),
+    ("unlabeled_batch_ratio_zero", {"labeled_per_class": 2, "unlabeled_batch_ratio": 0}, "--unlabeled_batch_ratio"),
+    ("pseudo_label_threshold_above_one", {"labeled_per_class": 2, "pseudo_label_threshold": 1.5}, "--pseudo_label"),
+    ("semi_supervised_without_its_stage", {"labeled_per_class": 2, "strategy": "separate"}, "--strategy separate"),
 ]
 
 

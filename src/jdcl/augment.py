@@ -1,19 +1,185 @@
-"""The paper's two augmented views, computed batched on the images' device with kornia."""
+"""The paper's augmented views, computed batched on the images' device with kornia: the two views of a supervised
+stage, and FixMatch's weak and strong views of a semi-supervised one."""
 
 import kornia.augmentation as K
 import torch
 from kornia.augmentation.auto import RandAugment
+from kornia.enhance import equalize, posterize, sharpness
+from kornia.geometry.transform import rotate, shear, translate
+
+
+def _auto_contrast(images: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    # PIL's `autocontrast`: each channel of each image stretched to [0, 1].
+    low = images.amin(dim=(2, 3), keepdim=True)
+    high = images.amax(dim=(2, 3), keepdim=True)
+    stretched = (images - low) / (high - low).clamp(min=1e-6)
+    return torch.where(high > low, stretched, images)
+
+
+def _enhance_factor(magnitudes: torch.Tensor) -> torch.Tensor:
+    # The authors' `_float_parameter(v, 0.9) + 0.05` of PIL's `ImageEnhance` ops.
+    return (magnitudes * 0.9 / 10 + 0.05).view(-1, 1, 1, 1)
+
+
+def _gray(images: torch.Tensor) -> torch.Tensor:
+    if images.shape[1] == 1:
+        return images
+    red, green, blue = images.unbind(dim=1)
+    return (0.299 * red + 0.587 * green + 0.114 * blue).unsqueeze(1)
+
+
+def _brightness(images: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    # PIL's Brightness: a blend with black.
+    return images * _enhance_factor(magnitudes)
+
+
+def _color(images: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    # PIL's Color: a blend with the image's own gray version (nothing to do on a gray image).
+    gray = _gray(images)
+    return (gray + _enhance_factor(magnitudes) * (images - gray)).clamp(0.0, 1.0)
+
+
+def _contrast(images: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    # PIL's Contrast: a blend with the mean gray level of the image.
+    mean = _gray(images).mean(dim=(1, 2, 3), keepdim=True)
+    return (mean + _enhance_factor(magnitudes) * (images - mean)).clamp(0.0, 1.0)
+
+
+def _equalize(images: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    return equalize(images)
+
+
+def _posterize(images: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    # `_int_parameter(v, 4) + 4` bits kept.
+    return posterize(images, (magnitudes * 4 / 10).long() + 4)
+
+
+def _rotate(images: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    # `_int_parameter(v, 30)` degrees either way, about the centre, black outside (PIL's `rotate`).
+    return rotate(images, (magnitudes * 30 / 10).floor() * signs, mode="nearest")
+
+
+def _sharpness(images: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    return sharpness(images, _enhance_factor(magnitudes).flatten())
+
+
+def _shear(images: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor, axis: int) -> torch.Tensor:
+    amounts = torch.zeros(len(images), 2, device=images.device, dtype=images.dtype)
+    amounts[:, axis] = magnitudes * 0.3 / 10 * signs
+    return shear(images, amounts, mode="nearest")
+
+
+def _shear_x(images: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    return _shear(images, magnitudes, signs, 0)
+
+
+def _shear_y(images: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    return _shear(images, magnitudes, signs, 1)
+
+
+def _solarize(images: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    # PIL's `solarize(img, 256 - _int_parameter(v, 256))`: levels at or above the threshold are inverted.
+    threshold = ((256 - (magnitudes * 256 / 10).floor()) / 255).view(-1, 1, 1, 1)
+    return torch.where(images >= threshold, 1.0 - images, images)
+
+
+def _translate(images: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor, axis: int) -> torch.Tensor:
+    # `int(_float_parameter(v, 0.3) * side)` pixels either way, black where the image leaves.
+    pixels = torch.zeros(len(images), 2, device=images.device, dtype=images.dtype)
+    pixels[:, axis] = (magnitudes * 0.3 / 10 * images.shape[3 - axis]).floor() * signs
+    return translate(images, pixels, mode="nearest")
+
+
+def _translate_x(images: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    return _translate(images, magnitudes, signs, 0)
+
+
+def _translate_y(images: torch.Tensor, magnitudes: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    return _translate(images, magnitudes, signs, 1)
+
+
+# FixMatch's pool (`fixmatch_augment_pool` of the authors' `dataloading/transforms/randaugment.py`): no Invert, no
+# SolarizeAdd, no Cutout among the ops (Cutout comes after them, always). `None` is Identity.
+FIXMATCH_OPS = (
+    _auto_contrast,
+    _brightness,
+    _color,
+    _contrast,
+    _equalize,
+    None,
+    _posterize,
+    _rotate,
+    _sharpness,
+    _shear_x,
+    _shear_y,
+    _solarize,
+    _translate_x,
+    _translate_y,
+)
+
+
+class FixMatchRandAugment(torch.nn.Module):
+    r"""
+    FixMatch's RandAugment, as the authors' semi-supervised runs use it (`RandAugmentMC(n=2, m=10)` in their
+    `dataloading/transforms/randaugment.py`, after kekmodel's FixMatch-pytorch), for a batch at once: each image gets
+    `n` ops drawn with replacement from [`FIXMATCH_OPS`], each with its own magnitude drawn uniformly from
+    `1 .. m - 1` and applied with probability 1/2. Without the Cutout that ends `RandAugmentMC`
+    ([`TwoViewAugmentation.strong_view`] adds it).
+
+    The choices are drawn on the host from torch's global random generator (reproducible under `torch.manual_seed`),
+    so that grouping the images by op never waits for the device.
+
+    Args:
+        n (`int`, *optional*, defaults to 2): Ops per image.
+        m (`int`, *optional*, defaults to 10): The magnitudes' bound, on the authors' 0..10 scale (2..10).
+    """
+
+    def __init__(self, n: int = 2, m: int = 10):
+        super().__init__()
+        if n < 1 or not 2 <= m <= 10:
+            raise ValueError(f"FixMatch's RandAugment needs n >= 1 and 2 <= m <= 10, got n={n}, m={m}.")
+        self.n = n
+        self.m = m
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            images (`torch.Tensor`): Float images in [0, 1], shape `[B, C, H, W]` (C = 1 or 3).
+
+        Returns:
+            `torch.Tensor`: the augmented images, same shape, in [0, 1].
+        """
+        out = images.clone()
+        batch = len(images)
+        for _ in range(self.n):
+            ops = torch.randint(0, len(FIXMATCH_OPS), (batch,))
+            magnitudes = torch.randint(1, self.m, (batch,)).float()
+            signs = torch.randint(0, 2, (batch,)).float() * 2 - 1
+            applied = torch.rand(batch) < 0.5
+            for index, op in enumerate(FIXMATCH_OPS):
+                rows = ((ops == index) & applied).nonzero().flatten()
+                if op is None or len(rows) == 0:
+                    continue
+                device_rows = rows.to(images.device)
+                out[device_rows] = op(
+                    out[device_rows], magnitudes[rows].to(images.device), signs[rows].to(images.device)
+                ).to(out.dtype)
+        return out
 
 
 class TwoViewAugmentation(torch.nn.Module):
     """
-    Produces the two views JDCL trains on: a mild one for the diffusion loss and a strong one for the classifier.
+    Produces the views JDCL trains on: a mild one for the diffusion loss and a strong one for the classifier (a
+    supervised stage), and FixMatch's weak and strong views (a semi-supervised one).
 
-    View 0 (diffusion): random horizontal flip, then `RandomResizedCrop` (scale `diffusion_crop_scale`, aspect ratio
-    3/4..4/3) back to `resolution`. View 1 (classifier): random horizontal flip, random crop after zero padding,
-    `RandAugment(randaugment_n, randaugment_m)`, then Cutout.
+    Diffusion view: random horizontal flip, then `RandomResizedCrop` (scale `diffusion_crop_scale`, aspect ratio
+    3/4..4/3) back to `resolution`. Classifier view: random horizontal flip, random crop after zero padding,
+    kornia's `RandAugment(randaugment_n, randaugment_m)`, then Cutout. FixMatch's views, as the authors'
+    `diffmatch_pooling` configs build them in their dataloader: weak = random horizontal flip + random crop after reflect padding
+    (`classifier_crop_padding`); strong = the same (drawn anew) + [`FixMatchRandAugment`] + Cutout. Every flip is
+    left out with `horizontal_flip=False` (a flipped digit is another glyph).
 
-    Both views are drawn from torch's global random generator, so they are reproducible under `torch.manual_seed`.
+    All views are drawn from torch's global random generator, so they are reproducible under `torch.manual_seed`.
 
     Args:
         resolution (`int`):
@@ -23,23 +189,27 @@ class TwoViewAugmentation(torch.nn.Module):
         diffusion_crop_scale (`tuple[float, float]`, *optional*, defaults to `(0.85, 1.0)`):
             Range of the area fraction kept by the diffusion view's `RandomResizedCrop`.
         classifier_crop_padding (`int`, *optional*, defaults to `None`):
-            Zero padding of the classifier view's random crop; `None` means `resolution // 8` (4 at 32x32, as in
-            the paper's CIFAR setting).
+            Padding of the random crop of the classifier view (zeros) and of FixMatch's views (reflected); `None`
+            means `resolution // 8` (4 at 32x32, as in the authors' CIFAR settings).
         randaugment_n (`int`, *optional*, defaults to 2):
             Number of RandAugment operations applied to each image.
         randaugment_m (`int`, *optional*, defaults to 10):
             RandAugment magnitude, on kornia's 0..30 scale.
         cutout_size (`int`, *optional*, defaults to `None`):
-            Side of the Cutout square; `None` means `resolution // 2`, 0 disables Cutout. As in DeVries & Taylor's
-            Cutout (applied after normalisation there), the square is set to 0 in [-1, 1], i.e. mid-gray, and its
-            centre is uniform over the image so that it may be clipped at the border.
+            Side of the Cutout square of the classifier view and of FixMatch's strong view; `None` means
+            `resolution // 2`: the authors' 16 pixels at 32x32, and the same share of a smaller image (8 pixels at
+            16x16, 4 at 8x8); 0 disables Cutout. The square is set to 0 in [-1, 1], i.e. mid-gray (the authors fill
+            127 of 255), and its centre is uniform over the image so that it may be clipped at the border.
         randaugment_group_size (`int`, *optional*, defaults to 8):
             kornia's RandAugment draws its operations once per call, for the whole batch; the batch is therefore cut
             into groups of this many images, each with its own operations. 1 gives per-image operations like
             torchvision (and the authors' code) but costs a call per image (about 65 ms for 64 images on 2 CPU
             cores, against about 9 ms with groups of 8).
+        horizontal_flip (`bool`, *optional*, defaults to `True`):
+            Whether every view flips images at random (the authors' CIFAR views do); `False` for digits.
         enabled (`bool`, *optional*, defaults to `True`):
-            If `False`, both views are the input tensor itself.
+            If `False`, the diffusion and classifier views are the input tensor itself (FixMatch's weak and strong
+            views are made either way).
     """
 
     def __init__(
@@ -52,6 +222,7 @@ class TwoViewAugmentation(torch.nn.Module):
         randaugment_m: int = 10,
         cutout_size: int | None = None,
         randaugment_group_size: int = 8,
+        horizontal_flip: bool = True,
         enabled: bool = True,
     ):
         super().__init__()
@@ -89,15 +260,17 @@ class TwoViewAugmentation(torch.nn.Module):
         self.cutout_size = cutout_size
         self.randaugment_n = randaugment_n
         self.randaugment_group_size = randaugment_group_size
+        self.horizontal_flip = horizontal_flip
         self.enabled = enabled
 
+        flip = [K.RandomHorizontalFlip()] if horizontal_flip else []
         self.diffusion_transform = K.AugmentationSequential(
-            K.RandomHorizontalFlip(),
+            *flip,
             K.RandomResizedCrop(
                 (resolution, resolution), scale=(float(low), float(high)), ratio=(3.0 / 4.0, 4.0 / 3.0)
             ),
         )
-        classifier_ops = [K.RandomHorizontalFlip()]
+        classifier_ops = list(flip)
         if classifier_crop_padding > 0:
             # Zero padding in [0, 1] is black, as in torchvision's RandomCrop(32, padding=4) that the authors use.
             classifier_ops.append(
@@ -107,9 +280,16 @@ class TwoViewAugmentation(torch.nn.Module):
             )
         self.classifier_geometric = K.AugmentationSequential(*classifier_ops)
         self.randaugment = RandAugment(n=randaugment_n, m=randaugment_m) if randaugment_n > 0 else None
-        # The weak view of FixMatch's pseudo-labelling, as the authors' semi-supervised code has it: a random
-        # translation of up to 12.5% of the side.
-        self.weak_transform = K.RandomAffine(degrees=0.0, translate=(0.125, 0.125), p=1.0, padding_mode="border")
+        # FixMatch's views start as the authors' unlabelled and labelled transforms do (configs
+        # `standard_diffusion/continual_learning/diffmatch_pooling/*`): `RandomHorizontalFlip`, then
+        # `RandomCrop(32, padding=4, padding_mode="reflect")`.
+        fixmatch_ops = list(flip)
+        if classifier_crop_padding > 0:
+            fixmatch_ops.append(
+                K.RandomCrop((resolution, resolution), padding=classifier_crop_padding, padding_mode="reflect")
+            )
+        self.fixmatch_geometric = K.AugmentationSequential(*fixmatch_ops) if fixmatch_ops else None
+        self.fixmatch_randaugment = FixMatchRandAugment(n=2, m=10)
 
     def _check_input(self, images: torch.Tensor) -> None:
         if not torch.is_tensor(images) or images.ndim != 4:
@@ -186,27 +366,38 @@ class TwoViewAugmentation(torch.nn.Module):
             out = self._cutout(out)
         return out
 
+    def _fixmatch_geometric(self, images: torch.Tensor) -> torch.Tensor:
+        self._check_input(images)
+        if self.fixmatch_geometric is None:
+            return images
+        return self.fixmatch_geometric(images.float()).to(images.dtype)
+
     def weak_view(self, images: torch.Tensor) -> torch.Tensor:
         """
-        FixMatch's weak view, whatever `enabled` says: a random translation of up to 12.5% of the side.
+        FixMatch's weak view, whatever `enabled` says: a random horizontal flip (with `horizontal_flip`) and a random
+        crop after reflect padding, as the authors' dataloader makes it for labelled images and for pseudo-labelling.
 
         Args:
             images (`torch.Tensor`): Float images in [-1, 1], shape `[B, C, H, W]`.
+
+        Returns:
+            `torch.Tensor`: the weak view, same shape and dtype, in [-1, 1].
         """
-        self._check_input(images)
-        return self.weak_transform(images.float()).clamp(-1.0, 1.0).to(images.dtype)
+        return self._fixmatch_geometric(images)
 
     def strong_view(self, images: torch.Tensor) -> torch.Tensor:
         """
-        FixMatch's strong view, whatever `enabled` says: RandAugment, then Cutout.
+        FixMatch's strong view, whatever `enabled` says: a weak view of its own, then [`FixMatchRandAugment`] and
+        Cutout (the authors' `RandAugmentMC`, whose Cutout is 16 pixels at 32x32).
 
         Args:
             images (`torch.Tensor`): Float images in [-1, 1], shape `[B, C, H, W]`.
+
+        Returns:
+            `torch.Tensor`: the strong view, same shape and dtype, in [-1, 1].
         """
-        self._check_input(images)
-        out = (images.float() + 1.0) / 2.0
-        if self.randaugment is not None:
-            out = self._randaugment(out)
+        out = (self._fixmatch_geometric(images).float() + 1.0) / 2.0
+        out = self.fixmatch_randaugment(out)
         out = (out.clamp(0.0, 1.0) * 2.0 - 1.0).to(images.dtype)
         return self._cutout(out) if self.cutout_size > 0 else out
 

@@ -169,6 +169,8 @@ class JDCLTrainingConfig:
         ema_warmup (`bool`): Ramp the decay up as `1 - (1 + step) ** -ema_power` (for short runs).
         ema_power (`float`): Exponent of the EMA warm-up.
         augment (`bool`): Use the paper's two augmented views; plain images for both when `False`.
+        horizontal_flip (`bool`): Whether augmented views (and FixMatch's views, semi-supervised) flip images at
+            random: the CIFAR presets do, as the authors; off by default, since a flipped digit is another glyph.
         strategy (`str`): The method, a registered [`ContinualStrategy`]: "jdcl"; "finetune" (new task's real data
             only, the lower bound); "cumulative" (all real data seen so far, the upper bound); "single_stage" (one
             stage per task on new real data plus generated old data, distilled from the previous model); "separate"
@@ -265,6 +267,7 @@ class JDCLTrainingConfig:
     ema_warmup: bool = True
     ema_power: float = 2 / 3
     augment: bool = False
+    horizontal_flip: bool = False
     strategy: str = "jdcl"
     local_init: str = "global"
     no_distillation: bool = False
@@ -465,6 +468,7 @@ ADDED_FIELDS = (
     "unlabeled_batch_ratio",
     "pseudo_label_threshold",
     "replay_scheduler",
+    "horizontal_flip",
 )
 
 

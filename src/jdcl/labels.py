@@ -33,3 +33,33 @@ def select_labeled(
         count = per_class if per_class is not None else max(1, round(fraction * len(members)))
         labeled[rng.choice(members, size=count, replace=False)] = True
     return labeled
+
+
+def pseudo_label_summary(records: list[dict], old_classes: list[int]) -> dict[str, dict[str, list]]:
+    r"""
+    How good a task's pseudo-labels were while its stages trained, per stage, one entry per logging interval.
+
+    Args:
+        records (`list[dict]`): The stage runner's records of the task (`StageRunner.pseudo_label_records`), each with
+            `stage`, `step` (the interval's last step), `unlabeled` (images seen), `kept` (pseudo-labelled),
+            `correct` (of those, right by the true label) and `kept_per_class` (the pseudo-labels per class).
+        old_classes (`list[int]`): The classes of earlier tasks.
+
+    Returns:
+        `dict`: for each stage, lists over its intervals: `step`, `coverage` (kept / unlabeled), `precision`
+        (correct / kept) and `old_class_share` (the share of the kept pseudo-labels that name an old class; the
+        task's unlabelled images have none), `None` where nothing was kept; and `kept` (counts).
+    """
+    summary: dict[str, dict[str, list]] = {}
+    for record in records:
+        stage = summary.setdefault(
+            record["stage"], {"step": [], "kept": [], "coverage": [], "precision": [], "old_class_share": []}
+        )
+        kept = record["kept"]
+        on_old = sum(record["kept_per_class"][class_index] for class_index in old_classes)
+        stage["step"].append(record["step"])
+        stage["kept"].append(kept)
+        stage["coverage"].append(kept / record["unlabeled"] if record["unlabeled"] else None)
+        stage["precision"].append(record["correct"] / kept if kept else None)
+        stage["old_class_share"].append(on_old / kept if kept else None)
+    return summary

@@ -32,7 +32,8 @@ class StageOutputs:
         clean_sample (`torch.Tensor`): The clean classifier view.
         step (`int`): The step of the stage, from 0.
         unlabeled_logits (`torch.Tensor`, *optional*): The student's logits of the strong views of the batch's
-            unlabelled images (semi-supervised stages).
+            unlabelled images (semi-supervised stages; `noise_pred` is then of those images only, and `logits` of
+            the weak views of the labelled ones).
         weak_logits (`torch.Tensor`, *optional*): Its logits of their weak views, without gradient.
     """
 
@@ -220,10 +221,12 @@ class JointObjective:
 @dataclass
 class FixMatchObjective(JointObjective):
     r"""
-    The joint loss of a semi-supervised local stage, FixMatch-style as in the authors' code: the noise MSE on every
-    image (labelled or not), the CE on the labelled ones, and, weighted like the CE, the CE of the strong views of
-    the unlabelled images against the pseudo-labels of their weak views, kept where the classifier's top
-    probability reaches `pseudo_label_threshold` and scaled by the fraction kept.
+    The joint loss of a semi-supervised local stage, as the authors' `DiffMatchFixed.training_step`
+    (`models/standard_diffusion/diff_match.py`; the `diffmatch_pooling` configs select its pooling subclass) has it:
+    the noise MSE on the unlabelled batch only, the CE on the weak views of the labelled images, and, weighted like
+    the CE, the CE of the strong views of the unlabelled images against the pseudo-labels of their weak views, kept
+    where the classifier's top probability (over all classes) reaches `pseudo_label_threshold` and scaled by the
+    fraction kept (the authors' mean of the masked per-image CE).
 
     Args:
         diffusion (`float`, *optional*, defaults to 1.0): Weight of the noise MSE.
@@ -233,12 +236,25 @@ class FixMatchObjective(JointObjective):
 
     pseudo_label_threshold: float = 0.95
 
+    def pseudo_labels(self, weak_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""
+        The pseudo-labels of a batch of unlabelled images, and which of them are kept.
+
+        Args:
+            weak_logits (`torch.Tensor` of shape `(batch, num_classes)`): The logits of their weak views.
+
+        Returns:
+            `tuple[torch.Tensor, torch.Tensor]`: the most probable class of each image, and whether its probability
+            reaches `pseudo_label_threshold` (bool).
+        """
+        confidence, pseudo_labels = weak_logits.float().softmax(dim=-1).max(dim=-1)
+        return pseudo_labels, confidence >= self.pseudo_label_threshold
+
     def __call__(self, outputs: StageOutputs) -> dict[str, torch.Tensor]:
         terms = super().__call__(outputs)
         if outputs.unlabeled_logits is None:
             return terms
-        confidence, pseudo_labels = outputs.weak_logits.float().softmax(dim=-1).max(dim=-1)
-        kept = confidence >= self.pseudo_label_threshold
+        pseudo_labels, kept = self.pseudo_labels(outputs.weak_logits)
         fraction_kept = kept.float().mean()
         # The mean over the kept images, as a masked sum: selecting them would wait for the device to count them.
         per_image = F.cross_entropy(outputs.unlabeled_logits.float(), pseudo_labels, reduction="none")

@@ -7,6 +7,7 @@ batches, augmentation and noise, checkpoints and their resume, progress bars and
 import copy
 import json
 import logging
+import math
 import pickle
 import shutil
 import time
@@ -28,7 +29,7 @@ from .compilation import compile_kwargs, memory_format
 from .models.joint_unet_2d import JointUNet2DModel
 from .objectives import DistillationObjective, JointForward, JointObjective, StageOutputs
 from .schedulers import noise_scheduler_from_config
-from .stage_data import StageData
+from .stage_data import StageBatch, StageData
 
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,8 @@ class StageRunner:
         self.show_progress = show_progress and accelerator.is_local_main_process
         self.noise_scheduler = noise_scheduler_from_config(config)
         self.memory_format = memory_format(config.channels_last)
+        # Semi-supervised stages: the pseudo-labels of each task (by index), one record per logging interval.
+        self.pseudo_label_records: dict[int, list[dict]] = {}
 
     def stage_seed(self, task_index: int, stage: Stage, step: int) -> int:
         """The seed of one step's batch, noise and dropout, on this process."""
@@ -211,6 +214,9 @@ class StageRunner:
         )
         # Throughput over the steps since the last log (read after the losses, which wait for the device).
         last_log_step, last_log_time = start_step, time.perf_counter()
+        # Semi-supervised: the pseudo-labels since the last log, counted on the device (see `_count_pseudo_labels`).
+        pseudo_label_counts = None
+        unlabeled_classes = data.unlabeled_classes
         for step in range(start_step, num_steps):
             # 1. Seed the step: its batch, noise, timesteps and dropout depend on the step alone. (The `record_function`
             #    ranges name the parts of a step in a profile, as benchmarks/stage_speed.py reads them.)
@@ -223,19 +229,19 @@ class StageRunner:
                 # host in milliseconds, plus a copy); on a CPU they continue the batch's stream, as they always have.
                 noise_generator = generator if device.type == "cpu" else torch.Generator(device).manual_seed(seed)
             with accelerator.accumulate(joint_module):
-                # 2. Two views: one noised for the diffusion loss, one clean for the classifier. Unlabelled images
-                #    join the diffusion view, and give the classifier a weak view (to pseudo-label) and a strong one.
+                # 2. The views: one noised for the diffusion loss, one clean for the classifier (semi-supervised: see
+                #    `_semi_supervised_views`).
                 with record_function("jdcl.views"):
-                    diffusion_view, classifier_view = self.augmentation(batch.images)
-                    clean_view, weak_view = classifier_view, None
-                    if batch.unlabeled_images is not None:
-                        unlabeled = batch.unlabeled_images
-                        augment = self.augmentation.enabled
-                        diffusion_view = torch.cat(
-                            [diffusion_view, self.augmentation.diffusion_view(unlabeled) if augment else unlabeled]
+                    if batch.unlabeled_images is None:
+                        diffusion_view, classifier_view = self.augmentation(batch.images)
+                        clean_view, weak_view = classifier_view, None
+                    else:
+                        diffusion_view, classifier_view, weak_view, strong_view = self._semi_supervised_views(
+                            batch, objective.classify
                         )
-                        weak_view = self.augmentation.weak_view(unlabeled)
-                        clean_view = torch.cat([classifier_view, self.augmentation.strong_view(unlabeled)])
+                        clean_view = (
+                            classifier_view if weak_view is None else torch.cat([classifier_view, strong_view])
+                        )
                     noise = randn_tensor(diffusion_view.shape, generator=noise_generator, device=device)
                     timesteps = torch.randint(
                         0,
@@ -255,6 +261,9 @@ class StageRunner:
                         logits, unlabeled_logits = logits[: len(batch.labels)], logits[len(batch.labels) :]
                         with torch.no_grad():
                             weak_logits = model.classify(weak_view)
+                        pseudo_label_counts = self._count_pseudo_labels(
+                            pseudo_label_counts, objective, weak_logits, batch.unlabeled_labels, model
+                        )
                     terms = objective(
                         StageOutputs(
                             noise_pred=noise_pred,
@@ -289,6 +298,11 @@ class StageRunner:
                 values["steps_per_second"] = (step + 1 - last_log_step) / max(now - last_log_time, 1e-9)
                 values["images_per_second"] = values["steps_per_second"] * len(noisy) * accelerator.num_processes
                 last_log_step, last_log_time = step + 1, now
+                if pseudo_label_counts is not None:
+                    values.update(
+                        self._record_pseudo_labels(pseudo_label_counts, unlabeled_classes, stage, task_index, step)
+                    )
+                    pseudo_label_counts = None
                 progress.set_postfix(loss=f"{values['loss']:.4f}")
                 accelerator.log(
                     {f"task_{task_index + 1}/{stage.name}/{name}": value for name, value in values.items()}, step=step
@@ -297,6 +311,76 @@ class StageRunner:
             if (step + 1) % config.checkpointing_steps == 0 and step + 1 < num_steps:
                 self._save_checkpoint(task_index, stage, step + 1)
         progress.close()
+
+    # ------------------------------------------------------------------------------------------ semi-supervised
+
+    def _semi_supervised_views(
+        self, batch: StageBatch, classify: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        r"""
+        The views of a semi-supervised step, as the authors' `DiffMatchFixed.training_step`
+        (`models/standard_diffusion/diff_match.py`) takes them from its dataloader (configs `diffmatch_pooling`): the
+        diffusion loss sees the unlabelled batch alone (its diffusion view, with `augment`); the classifier sees the
+        weak views of the labelled images, and pseudo-labels the weak views of the unlabelled ones to learn their
+        strong views. Without a classification term (`--classification_loss_weight 0`) no classifier view is made.
+
+        Returns:
+            `(diffusion_view, classifier_view, weak_view, strong_view)`; the last two `None` without classification.
+        """
+        augmentation, unlabeled = self.augmentation, batch.unlabeled_images
+        diffusion_view = augmentation.diffusion_view(unlabeled) if augmentation.enabled else unlabeled
+        if not classify:
+            return diffusion_view, batch.images, None, None
+        weak_view, strong_view = augmentation.weak_view(unlabeled), augmentation.strong_view(unlabeled)
+        return diffusion_view, augmentation.weak_view(batch.images), weak_view, strong_view
+
+    def _count_pseudo_labels(
+        self,
+        counts: torch.Tensor | None,
+        objective: Objective,
+        weak_logits: torch.Tensor,
+        true_labels: torch.Tensor,
+        model: JointUNet2DModel,
+    ) -> torch.Tensor:
+        # On the device, without waiting for it: [images, kept, kept and right, kept per class...]. The true labels
+        # measure; no loss reads them.
+        pseudo_labels, kept = objective.pseudo_labels(weak_logits)
+        num_classes = model.config.num_classes
+        if counts is None:
+            counts = torch.zeros(3 + num_classes, device=weak_logits.device)
+        counts[0] += len(kept)
+        counts[1] += kept.sum()
+        counts[2] += (kept & (pseudo_labels == true_labels)).sum()
+        counts[3:].index_add_(0, pseudo_labels, kept.float())
+        return counts
+
+    def _record_pseudo_labels(
+        self, counts: torch.Tensor, unlabeled_classes: torch.Tensor, stage: Stage, task_index: int, step: int
+    ) -> dict[str, float]:
+        r"""
+        Keeps the pseudo-label counts since the last log in `pseudo_label_records` (the trainer stores them in the
+        metrics per task) and returns what is logged: `pseudo_label_precision` (of the kept pseudo-labels, the share
+        that is right) and `pseudo_label_other_task` (the share that names a class none of the stage's unlabelled
+        images has: a class of an earlier task or one not seen yet), both over all processes.
+        """
+        images, kept, correct, *kept_per_class = self.accelerator.reduce(counts, reduction="sum").tolist()
+        other_task = sum(
+            count for class_index, count in enumerate(kept_per_class) if class_index not in unlabeled_classes
+        )
+        self.pseudo_label_records.setdefault(task_index, []).append(
+            {
+                "stage": stage.name,
+                "step": step,
+                "unlabeled": int(images),
+                "kept": int(kept),
+                "correct": int(correct),
+                "kept_per_class": [int(count) for count in kept_per_class],
+            }
+        )
+        return {
+            "pseudo_label_precision": correct / kept if kept else math.nan,
+            "pseudo_label_other_task": other_task / kept if kept else math.nan,
+        }
 
     # ---------------------------------------------------------------------------------------------- checkpoints
 

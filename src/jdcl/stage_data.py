@@ -20,12 +20,15 @@ class StageBatch:
             on the host: the global stage splits the batch by it, which would otherwise wait for the device.
         unlabeled_images (`torch.Tensor`, *optional*): `(B * ratio, C, H, W)` unlabelled images in [-1, 1]
             (semi-supervised stages).
+        unlabeled_labels (`torch.Tensor`, *optional*): `(B * ratio,)` their true labels, on the device, for measuring
+            the pseudo-labels only: no loss reads them.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     is_old: torch.Tensor
     unlabeled_images: torch.Tensor | None = None
+    unlabeled_labels: torch.Tensor | None = None
 
 
 class StageData:
@@ -41,8 +44,10 @@ class StageData:
         rehearsal ([`RehearsalSet`], *optional*): Generated images.
         buffer ([`TensorData`], *optional*): Stored real images of earlier classes (rehearsal, `is_old`).
         buffer_fraction (`float`, *optional*, defaults to 0.5): The share of every batch drawn from `buffer`.
-        unlabeled (`torch.Tensor`, *optional*): uint8 images without labels; every batch then comes with
-            `unlabeled_batch_ratio` times as many of them (semi-supervised stages).
+        unlabeled ([`TensorData`], *optional*): The images the stage learns from without their labels (semi-supervised
+            stages): every batch then comes with `unlabeled_batch_ratio` times as many of them. As in the authors'
+            `dataloading/splitting/ssl_split.py`, this is all of the task's images, the labelled ones included. Their
+            labels only measure the pseudo-labels (see [`StageBatch`]).
         unlabeled_batch_ratio (`int`, *optional*, defaults to 7): The size of the unlabelled batch, in labelled ones.
     """
 
@@ -52,7 +57,7 @@ class StageData:
         rehearsal: RehearsalSet | None = None,
         buffer: TensorData | None = None,
         buffer_fraction: float = 0.5,
-        unlabeled: torch.Tensor | None = None,
+        unlabeled: TensorData | None = None,
         unlabeled_batch_ratio: int = 7,
     ):
         real = real if real is not None and len(real) else None
@@ -73,6 +78,11 @@ class StageData:
         self.unlabeled = unlabeled if unlabeled is not None and len(unlabeled) else None
         self.unlabeled_batch_ratio = unlabeled_batch_ratio
 
+    @property
+    def unlabeled_classes(self) -> torch.Tensor | None:
+        """The classes of the unlabelled images (measurement only: which pseudo-labels name a class of another task)."""
+        return self.unlabeled.labels.unique() if self.unlabeled is not None else None
+
     def __len__(self) -> int:
         return self.labels.numel()
 
@@ -92,7 +102,8 @@ class StageData:
             indices = torch.randint(
                 0, len(self.unlabeled), (batch_size * self.unlabeled_batch_ratio,), generator=generator
             )
-            batch.unlabeled_images = _to_float(self.unlabeled[indices], device)
+            batch.unlabeled_images = _to_float(self.unlabeled.images[indices], device)
+            batch.unlabeled_labels = self.unlabeled.labels[indices].to(device)
         return batch
 
     def _sample(self, batch_size: int, generator: torch.Generator, device: torch.device) -> StageBatch:

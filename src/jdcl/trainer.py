@@ -27,7 +27,7 @@ from .data import (
 )
 from .evaluation import evaluate_seen_tasks
 from .hub import TaskHubUploader
-from .labels import select_labeled
+from .labels import pseudo_label_summary, select_labeled
 from .metrics import AccuracyMatrix
 from .model_card import make_task_model_card
 from .models.joint_unet_2d import JointUNet2DModel
@@ -120,7 +120,9 @@ class ContinualTrainer:
         self.stages = StageRunner(
             accelerator,
             config,
-            TwoViewAugmentation(config.resolution, self.num_channels, enabled=config.augment),
+            TwoViewAugmentation(
+                config.resolution, self.num_channels, horizontal_flip=config.horizontal_flip, enabled=config.augment
+            ),
             checkpoint_dir=self.run_folder.checkpoint_dir,
             show_progress=config.show_progress,
         )
@@ -252,7 +254,9 @@ class ContinualTrainer:
             )
         if self.labeled is not None:
             labeled = torch.from_numpy(self.labeled)
-            self.train_data, self.unlabeled_data = train.select(labeled), train.select(~labeled)
+            # The unlabelled pool is the whole training set, the labelled images included, as in the authors'
+            # `dataloading/splitting/ssl_split.py`: a labelled image reaches the diffusion loss as often as another.
+            self.train_data, self.unlabeled_data = train.select(labeled), train
 
     def task(self, task_index: int) -> Task:
         """The [`Task`] of index `task_index` (from 0)."""
@@ -321,6 +325,11 @@ class ContinualTrainer:
             metrics["stage_seconds"][str(task_index + 1)] = task.stage_seconds
             if task.rehearsal is not None:
                 metrics["rehearsal"][str(task_index + 1)] = task.rehearsal
+            pseudo_labels = self.stages.pseudo_label_records.pop(task_index, None)
+            if pseudo_labels:
+                metrics.setdefault("pseudo_labels", {})[str(task_index + 1)] = pseudo_label_summary(
+                    pseudo_labels, task.old_classes
+                )
             quality = self._measure_quality(strategy, task, model)
             if quality is not None:
                 metrics["quality"]["tasks"][str(task_index + 1)] = quality

@@ -76,6 +76,7 @@ CASES = {
     "jdcl_options": {
         "local_init": "scratch",
         "augment": True,
+        "horizontal_flip": True,
         "replay_sampler": "guided",
         "replay_selection": "confident",
         "replay_eta": 0.5,

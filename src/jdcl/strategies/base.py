@@ -74,8 +74,9 @@ class ContinualStrategy:
         sampling_scheduler ([`SchedulerMixin`]): The scheduler rehearsal is sampled with.
         state_dir (`Path`, *optional*): Where a task's intermediate results are kept so a killed run resumes without
             redoing them (`<state_dir>/task-K/...`); nothing is kept when `None`.
-        unlabeled_data ([`TensorData`], *optional*): The unlabelled training examples (semi-supervised). Their
-            labels say which task an image belongs to, and nothing else reads them.
+        unlabeled_data ([`TensorData`], *optional*): The training examples learned from without labels
+            (semi-supervised): all of them, the labelled ones included, as in the authors' code. Their labels say
+            which task an image belongs to and measure the pseudo-labels; no loss reads them.
     """
 
     name: ClassVar[str]
@@ -168,7 +169,7 @@ class ContinualStrategy:
         return StageData(
             real=self.train_data.subset(classes),
             buffer=buffer,
-            unlabeled=self.unlabeled_data.images_of(classes) if self.unlabeled_data is not None else None,
+            unlabeled=self.unlabeled_data.subset(classes) if self.unlabeled_data is not None else None,
             unlabeled_batch_ratio=self.config.unlabeled_batch_ratio,
         )
 
