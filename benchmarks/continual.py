@@ -69,6 +69,7 @@ from jdcl.config import JDCLTrainingConfig, add_missing_defaults
 from jdcl.data import ClassificationData, infer_num_channels, load_classification_dataset, prepare_tensors
 from jdcl.hub import task_revision
 from jdcl.models import mask_logits
+from jdcl.strategies.base import registered_options
 from jdcl.tasks import ClassIncrementalSplit, resolve_class_order
 from jdcl.trainer import train_jdcl
 from machine import machine_summary
@@ -99,7 +100,11 @@ ROW_FIELDS = (
     "replay_scheduler",
 )
 # `jdcl` is the library's defaults; every other row states how it differs.
-_JDCL = {name: getattr(JDCLTrainingConfig(), name) for name in ROW_FIELDS}
+_DEFAULTS = {
+    **{name: option.default for name, option in registered_options().items()},
+    **JDCLTrainingConfig().to_dict(),
+}
+_JDCL = {name: _DEFAULTS[name] for name in ROW_FIELDS}
 ROWS: dict[str, dict[str, Any]] = {
     "finetune": {**_JDCL, "strategy": "finetune"},
     "cumulative": {**_JDCL, "strategy": "cumulative"},
@@ -398,7 +403,7 @@ def load_results(path: Path, budget: dict[str, Any], quick: bool) -> dict[str, A
         for row, entry in results["rows"].items():
             # Rows recorded before the ablations became strategies name them by their old flags.
             recorded_fields = add_missing_defaults(entry.get("fields") or {})
-            if row in all_rows() and recorded_fields != all_rows()[row]:
+            if row in all_rows() and recorded_fields != add_missing_defaults(all_rows()[row]):
                 raise SystemExit(
                     f"{path} holds {row} runs with {recorded_fields}, but the row now means {all_rows()[row]} (the row or "
                     "a library default changed). Move the file aside, or --results another file."

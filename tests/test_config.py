@@ -89,7 +89,7 @@ def test_overrides_win_over_the_file(tmp_path):
         ({"num_tasks": 0}, "num_tasks"),
         ({"learning_rate": 0}, "learning_rate"),
         ({"beta_start": 0.5, "beta_end": 0.1}, "beta_start"),
-        ({"strategy": "finetune", "no_distillation": True}, "ablation of JDCL's distillation"),
+        ({"strategy": "finetune", "no_distillation": True}, "`--no_distillation` is an option of `--strategy jdcl"),
         ({"strategy": "separate", "no_distillation": True}, "--strategy separate"),
         ({"dataset_name": "a", "train_data_dir": "b"}, "not both"),
     ],
@@ -116,10 +116,112 @@ def test_the_ablation_flags_of_earlier_versions_name_their_strategies():
         JDCLTrainingConfig.from_dict({"strategy": "finetune", "single_stage": True})
 
 
-def test_every_registered_strategy_is_a_choice():
+def _required_options(strategy) -> dict:
+    # The smallest valid value of each option a method requires (an unset option whose method refuses it unset).
+    required = {}
+    for name, option in strategy.all_options().items():
+        if option.default is None:
+            required[name] = 100 if option.type is int else option.low if option.low is not None else "x"
+    return required
+
+
+def test_every_registered_strategy_is_a_choice_with_its_options():
     from jdcl.strategies import STRATEGIES
 
-    assert set(STRATEGIES) == {"jdcl", "finetune", "cumulative", "single_stage", "separate", "replay_buffer"}
-    for name in STRATEGIES:
-        buffer_size = 100 if STRATEGIES[name].stores_images else None
-        assert JDCLTrainingConfig(strategy=name, buffer_size=buffer_size).strategy == name
+    # The methods of the package are found by importing its files: none is listed here.
+    assert {"jdcl", "finetune", "replay_buffer"} <= set(STRATEGIES)
+    for name, strategy in STRATEGIES.items():
+        config = JDCLTrainingConfig(strategy=name, **_required_options(strategy))
+        assert config.strategy == name
+        # Its options and no other method's are attributes, keys of its dict and part of its identity.
+        assert set(config.strategy_options) == set(strategy.all_options())
+        for option_name, option in strategy.all_options().items():
+            assert getattr(config, option_name) == config.run_identity()[option_name]
+            assert option_name in JDCLTrainingConfig.field_names()
+        others = set(JDCLTrainingConfig.field_names()) - set(JDCLTrainingConfig.field_names(include_options=False))
+        assert not (others - set(strategy.all_options())) & set(config.to_dict())
+
+
+# ------------------------------------------------------------------------------------- a method's own options
+
+
+@pytest.fixture
+def toy_strategy():
+    """A method declared the way a new file declares one, with one option; unregistered afterwards."""
+    from jdcl.options import StrategyOption
+    from jdcl.strategies import STRATEGIES, ContinualStrategy, register_strategy
+
+    @register_strategy
+    class ToyStrategy(ContinualStrategy):
+        name = "toy"
+        options = (StrategyOption("toy_weight", float, 0.5, "How much the toy term weighs.", low=0.0, high=1.0),)
+
+    yield ToyStrategy
+    STRATEGIES.pop("toy")
+
+
+def test_a_new_method_s_option_is_a_flag_a_key_an_attribute_and_part_of_the_identity(toy_strategy, tmp_path):
+    from jdcl.cli import build_parser, parse_config
+
+    config = parse_config(["--strategy", "toy", "--toy_weight", "0.25"])
+    assert config.toy_weight == 0.25 and config.run_identity()["toy_weight"] == 0.25
+    preset = tmp_path / "toy.yaml"
+    preset.write_text("strategy: toy\ntoy_weight: 0.75\n")
+    assert JDCLTrainingConfig.from_file(preset).toy_weight == 0.75
+    assert JDCLTrainingConfig(strategy="toy").toy_weight == 0.5
+    assert "How much the toy term weighs." in build_parser().format_help()
+    # Two runs that differ in the option are two experiments.
+    assert JDCLTrainingConfig(strategy="toy").run_identity() != config.run_identity()
+    # Its range is checked, naming the flag.
+    with pytest.raises(ValueError, match=r"`--toy_weight` must be >= 0.0 and <= 1.0, got 2.0"):
+        JDCLTrainingConfig(strategy="toy", toy_weight=2.0)
+    # Other methods do not have it, and refuse it when it would change anything.
+    assert "toy_weight" not in JDCLTrainingConfig().to_dict()
+    with pytest.raises(ValueError, match="`--toy_weight` is an option of `--strategy toy`"):
+        JDCLTrainingConfig(toy_weight=0.25)
+    assert JDCLTrainingConfig(toy_weight=0.5) == JDCLTrainingConfig()
+
+
+def test_an_option_declared_twice_differently_or_shadowing_a_field_is_refused(toy_strategy):
+    from jdcl.options import StrategyOption
+    from jdcl.strategies import ContinualStrategy, register_strategy
+
+    class Clash(ContinualStrategy):
+        name = "clash"
+        options = (StrategyOption("toy_weight", float, 0.1, "Another toy weight."),)
+
+    with pytest.raises(ValueError, match="declared differently"):
+        register_strategy(Clash)
+    Clash.options = (StrategyOption("seed", int, 0, "A second seed."),)
+    with pytest.raises(ValueError, match="is a field of the configuration"):
+        register_strategy(Clash)
+    with pytest.raises(ValueError, match="type must be int, float, str or bool"):
+        StrategyOption("toy_list", list, None, "A list.")
+
+
+def test_records_of_runs_from_before_the_options_moved_compare_equal():
+    from jdcl.config import add_missing_defaults
+
+    # A recorded identity held every method's options of its time, and lacked the options added since.
+    for strategy, options in [("jdcl", {}), ("finetune", {}), ("replay_buffer", {"buffer_size": 20})]:
+        today = JDCLTrainingConfig(strategy=strategy, **options).run_identity()
+        recorded = {k: v for k, v in today.items() if k not in ("no_distillation", "buffer_size", "buffer_policy")}
+        recorded.update({"no_distillation": False, "buffer_size": None, "buffer_policy": "class_balanced", **options})
+        assert add_missing_defaults(recorded) == today
+        assert JDCLTrainingConfig.from_dict(add_missing_defaults(recorded)).run_identity() == today
+    # An option of another method at another value than its default is not the same run.
+    recorded = {**JDCLTrainingConfig().run_identity(), "buffer_size": 20}
+    assert add_missing_defaults(recorded) != JDCLTrainingConfig().run_identity()
+
+
+def test_recorded_benchmark_results_still_load():
+    import importlib.util
+    import json
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    spec = importlib.util.spec_from_file_location("continual_benchmark", root / "continual.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    path = root / "results" / "continual_mnist10k.json"
+    recorded = json.loads(path.read_text())["budget"]
+    assert benchmark.load_results(path, recorded, quick=False)["rows"]

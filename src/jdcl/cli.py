@@ -27,6 +27,7 @@ import torch  # noqa: E402
 
 from .config import JDCLTrainingConfig  # noqa: E402
 from .strategies import STRATEGIES  # noqa: E402
+from .strategies.base import registered_options  # noqa: E402
 
 
 # Flags that are booleans in the config but read as switches (`--use_ema`, `--no_distillation`, ...).
@@ -94,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                 else None
             )
             parser.add_argument(f"--{field.name}", type=flag_type, default=None, help=help_text)
+    for option in registered_options().values():
+        if option.type is bool:
+            parser.add_argument(f"--{option.name}", action="store_true", default=None, help=option.help)
+        else:
+            parser.add_argument(f"--{option.name}", type=option.type, default=None, help=option.help)
     return parser
 
 

@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from .options import check_choice, check_number
 from .validation import check_run_settings, check_unet_config_types, load_yaml
 
 
@@ -51,7 +51,6 @@ INTEGER_RANGES = {
     "seed": (0, 2**32 - 1),
     "checkpointing_steps": (1, None),
     "checkpoints_total_limit": (1, None),
-    "buffer_size": (1, None),
     "labeled_per_class": (1, None),
     "unlabeled_batch_ratio": (1, None),
 }
@@ -110,7 +109,7 @@ RUN_IDENTITY_EXCLUDED = {
 }
 
 
-@dataclass
+@dataclass(init=False, eq=False)
 class JDCLTrainingConfig:
     r"""
     Everything a continual JDCL run needs. The defaults are the bundled demo (scikit-learn digits at their own 8x8, five
@@ -133,7 +132,16 @@ class JDCLTrainingConfig:
         class_order (`list`, *optional*): The order in which classes arrive (indices or names); label order if `None`.
         unet_config (`dict`): `JointUNet2DModel` arguments (channels, blocks, classifier head); `sample_size`,
             `in_channels`, `out_channels` and `num_classes` come from the data.
-        pretrained_model_name_or_path (`str`, *optional*): A JDCL pipeline to start the first task from.
+        pretrained_model_name_or_path (`str`, *optional*): A JDCL pipeline (a folder or a Hub id). A `task-K`
+            checkpoint of a run is continued: this run's tasks are K+1 onwards, learning the classes it has not seen
+            (`--class_order`, default: the rest of its run's order; `--num_tasks` counts the new tasks), with the
+            checkpoint as the previous model. A pipeline saved by hand starts the first task instead.
+        pretrained_revision (`str`, *optional*): The Hub revision of `pretrained_model_name_or_path`, e.g. "task-3".
+        class_names_map (`dict`, *optional*): When continuing a checkpoint, the checkpoint's name of each data-set class
+            whose name differs, e.g. `{"airplane": "plane"}`.
+        pretrained_unet (`str`, *optional*): A diffusers `UNet2DModel` (a folder or a Hub id, e.g. a DDPM) to start the
+            first task from, with a new classifier head; its configuration replaces `unet_config`'s UNet settings.
+        pretrained_unet_subfolder (`str`, *optional*): The UNet's subfolder in `pretrained_unet` (a pipeline: "unet").
         num_train_timesteps (`int`): Diffusion steps of the noise schedule.
         beta_start (`float`): First beta of the linear schedule (the paper: 1e-3).
         beta_end (`float`): Last beta of the linear schedule.
@@ -178,11 +186,6 @@ class JDCLTrainingConfig:
             the same architecture, twice the training compute).
         local_init (`str`): "global" (the paper's text: the local model starts from the previous global model) or
             "scratch" (the authors' CIFAR scripts).
-        no_distillation (`bool`): Ablation of "jdcl" and "single_stage": plain joint losses instead of distillation.
-        buffer_size (`int`, *optional*): The most real images "replay_buffer" stores across tasks (at least one per
-            class of the run); only that method stores images.
-        buffer_policy (`str`): Which images "replay_buffer" keeps: "class_balanced" (an equal share per seen class)
-            or "reservoir" (reservoir sampling over the stream of examples).
         labeled_fraction (`float`, *optional*): Semi-supervised: the share of each class's training examples that
             keep their labels, in (0, 1] (seeded, class-balanced, at least one per class); every label when `None`.
         labeled_per_class (`int`, *optional*): Semi-supervised: how many examples of each class keep their labels.
@@ -237,6 +240,10 @@ class JDCLTrainingConfig:
     class_order: list | None = None
     unet_config: dict = field(default_factory=lambda: dict(DEFAULT_UNET_CONFIG))
     pretrained_model_name_or_path: str | None = None
+    pretrained_revision: str | None = None
+    class_names_map: dict | None = None
+    pretrained_unet: str | None = None
+    pretrained_unet_subfolder: str | None = None
     num_train_timesteps: int = 1000
     beta_start: float = 1e-3
     beta_end: float = 0.02
@@ -270,9 +277,6 @@ class JDCLTrainingConfig:
     horizontal_flip: bool = False
     strategy: str = "jdcl"
     local_init: str = "global"
-    no_distillation: bool = False
-    buffer_size: int | None = None
-    buffer_policy: str = "class_balanced"
     labeled_fraction: float | None = None
     labeled_per_class: int | None = None
     unlabeled_batch_ratio: int = 7
@@ -304,6 +308,48 @@ class JDCLTrainingConfig:
     hub_private_repo: bool | None = None
     show_progress: bool = True
 
+    def __init__(self, **values: Any):
+        r"""
+        Args:
+            values: The fields above, and the options of the chosen `strategy` (declared in its file, e.g.
+                `buffer_size`), read as `config.<option>`. An option of another method is refused unless at its
+                default (records of runs hold every method's options of their time).
+        """
+        for config_field in dataclasses.fields(self):
+            if config_field.name in values:
+                value = values.pop(config_field.name)
+            elif config_field.default_factory is not dataclasses.MISSING:
+                value = config_field.default_factory()
+            else:
+                value = config_field.default
+            setattr(self, config_field.name, value)
+        self.strategy_options = _strategy_options(self.strategy, values)
+        self.__post_init__()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not fields: the chosen method's options.
+        options = self.__dict__.get("strategy_options", {})
+        if name in options:
+            return options[name]
+        raise AttributeError(f"{type(self).__name__} has no field nor `--strategy {self.strategy}` option {name!r}.")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        options = self.__dict__.get("strategy_options")
+        if options is not None and name in options:
+            options[name] = value
+        else:
+            super().__setattr__(name, value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, JDCLTrainingConfig):
+            return NotImplemented
+        return self.to_dict(include_secrets=True) == other.to_dict(include_secrets=True)
+
+    def __repr__(self) -> str:
+        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.repr]
+        shown += [f"{name}={value!r}" for name, value in self.strategy_options.items()]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
     def __post_init__(self):
         # A partial `unet_config` changes the default UNet; it does not replace it.
         check_unet_config_types(self.unet_config)
@@ -321,17 +367,18 @@ class JDCLTrainingConfig:
             "local_init": LOCAL_INITS,
             "replay_sampler": REPLAY_SAMPLERS,
             "replay_selection": REPLAY_SELECTIONS,
-            "buffer_policy": ("class_balanced", "reservoir"),
             "mixed_precision": ("no", "fp16", "bf16"),
             "logger": ("tensorboard", "wandb", "all", "none"),
         }
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"`--{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}.")
+            check_choice(name, getattr(self, name), allowed)
         for name, (low, high) in INTEGER_RANGES.items():
-            _check_number(name, getattr(self, name), low, high, integer=True)
+            check_number(name, getattr(self, name), low, high, integer=True, optional=name in OPTIONAL_NUMBERS)
         for name, (low, high, low_inclusive) in FLOAT_RANGES.items():
-            _check_number(name, getattr(self, name), low, high, integer=False, low_inclusive=low_inclusive)
+            optional = name in OPTIONAL_NUMBERS
+            check_number(name, getattr(self, name), low, high, False, low_inclusive=low_inclusive, optional=optional)
+        for name, option in STRATEGIES[self.strategy].all_options().items():
+            option.check(self.strategy_options[name])
         if not self.beta_start < self.beta_end:
             raise ValueError(
                 f"`--beta_start` ({self.beta_start}) must be below `--beta_end` ({self.beta_end}): the noise grows."
@@ -342,6 +389,7 @@ class JDCLTrainingConfig:
         check_quality_metrics(self.quality_metrics)
         sampling_scheduler_from_config(self)
         check_run_settings(self)
+        check_starting_point(self)
         if self.dataset_name is not None and self.train_data_dir is not None:
             raise ValueError("Pass either `--dataset_name` or `--train_data_dir`, not both.")
         if self.push_to_hub and self.hub_token is not None and self.logger in ("wandb", "all"):
@@ -362,8 +410,20 @@ class JDCLTrainingConfig:
         return self.first_task_train_steps
 
     @classmethod
-    def field_names(cls) -> list[str]:
-        return [config_field.name for config_field in dataclasses.fields(cls)]
+    def field_names(cls, include_options: bool = True) -> list[str]:
+        r"""
+        Every key a configuration accepts.
+
+        Args:
+            include_options (`bool`, *optional*, defaults to `True`): Whether to add every registered method's options
+                to the fields.
+        """
+        names = [config_field.name for config_field in dataclasses.fields(cls)]
+        if include_options:
+            from .strategies.base import registered_options
+
+            names += sorted(registered_options())
+        return names
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "the configuration") -> "JDCLTrainingConfig":
@@ -420,7 +480,7 @@ class JDCLTrainingConfig:
         Args:
             include_secrets (`bool`, *optional*, defaults to `False`): Whether to keep `hub_token` (never written).
         """
-        values = dataclasses.asdict(self)
+        values = {**dataclasses.asdict(self), **self.strategy_options}
         if not include_secrets:
             values.pop("hub_token")
         return values
@@ -458,16 +518,19 @@ def normalize_legacy_keys(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # Numbers that may also be `None` (unset).
-OPTIONAL_NUMBERS = ("first_task_train_steps", "buffer_size", "labeled_fraction", "labeled_per_class")
-# Fields added after runs were recorded without them; a record that lacks one ran with its default.
+OPTIONAL_NUMBERS = ("first_task_train_steps", "labeled_fraction", "labeled_per_class")
+# Fields added after runs were recorded without them; a record that lacks one ran with its default. (A method's
+# options need no entry: a record that lacks one of its method's options ran with the option's default.)
 ADDED_FIELDS = (
-    "buffer_size",
-    "buffer_policy",
     "labeled_fraction",
     "labeled_per_class",
     "unlabeled_batch_ratio",
     "pseudo_label_threshold",
     "replay_scheduler",
+    "pretrained_revision",
+    "class_names_map",
+    "pretrained_unet",
+    "pretrained_unet_subfolder",
     "horizontal_flip",
 )
 
@@ -480,24 +543,76 @@ def add_missing_defaults(recorded: Mapping[str, Any]) -> dict[str, Any]:
     Args:
         recorded (`Mapping[str, Any]`): The recorded values.
     """
+    from .strategies import STRATEGIES
+    from .strategies.base import registered_options
+
     defaults = JDCLTrainingConfig().to_dict()
-    return {**{name: defaults[name] for name in ADDED_FIELDS}, **normalize_legacy_keys(recorded)}
+    values = {**{name: defaults[name] for name in ADDED_FIELDS}, **normalize_legacy_keys(recorded)}
+    strategy = STRATEGIES.get(values.get("strategy", defaults["strategy"]))
+    if strategy is None:
+        return values
+    # Records hold the options of every method of their time: another method's option at its default meant nothing.
+    own, known = strategy.all_options(), registered_options()
+    values = {k: v for k, v in values.items() if k in own or k not in known or v != known[k].default}
+    return {**{name: option.default for name, option in own.items()}, **values}
 
 
-def _check_number(
-    name: str, value: Any, low: float | None, high: float | None, integer: bool, low_inclusive: bool = True
-) -> None:
-    if value is None and name in OPTIONAL_NUMBERS:
-        return
-    kind = "an integer" if integer else "a number"
-    valid = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not valid or (not integer and not math.isfinite(value)):
-        raise ValueError(f"`--{name}` must be {kind}, got {value!r}.")
-    too_low = low is not None and (value < low or (value == low and not low_inclusive))
-    if too_low or (high is not None and value > high):
-        bound = "" if low is None else f"{'>=' if low_inclusive else '>'} {low}"
-        bound += "" if high is None else f"{' and ' if bound else ''}<= {high}"
-        raise ValueError(f"`--{name}` must be {bound}, got {value!r}.")
+def _strategy_options(strategy: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    r"""
+    The options of `strategy`: its own from `values`, at their defaults when not given. Refuses unknown keys, and
+    options of another method unless at their default.
+
+    Args:
+        strategy (`str`): The chosen method.
+        values (`Mapping[str, Any]`): The configuration values that are not fields.
+    """
+    from .strategies import STRATEGIES
+    from .strategies.base import registered_options
+
+    check_choice("strategy", strategy, sorted(STRATEGIES))
+    own, known = STRATEGIES[strategy].all_options(), registered_options()
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(
+            f"Unknown configuration keys {unknown}. Valid keys: {', '.join(JDCLTrainingConfig.field_names())}."
+        )
+    for name, value in values.items():
+        if name not in own and value != known[name].default:
+            owners = sorted(other for other, method in STRATEGIES.items() if name in method.all_options())
+            raise ValueError(
+                f"`--{name}` is an option of `--strategy {' / '.join(owners)}`; `--strategy {strategy}` has no such "
+                f"option. Drop it, or pass `--strategy {owners[0]}`."
+            )
+    return {name: values.get(name, option.default) for name, option in own.items()}
+
+
+def check_starting_point(config: "JDCLTrainingConfig") -> None:
+    r"""
+    Refuses pretrained-model settings that contradict each other or lack what they qualify.
+
+    Args:
+        config ([`JDCLTrainingConfig`]): The configuration.
+    """
+    if config.pretrained_model_name_or_path is not None and config.pretrained_unet is not None:
+        raise ValueError(
+            "Pass either `--pretrained_model_name_or_path` (a JDCL pipeline, continued or started from) or "
+            "`--pretrained_unet` (a diffusers UNet given a new classifier head), not both."
+        )
+    qualifiers = {
+        "pretrained_revision": "pretrained_model_name_or_path",
+        "class_names_map": "pretrained_model_name_or_path",
+        "pretrained_unet_subfolder": "pretrained_unet",
+    }
+    for name, needs in qualifiers.items():
+        if getattr(config, name) is not None and getattr(config, needs) is None:
+            raise ValueError(f"`--{name}` qualifies `--{needs}`, which is not given; pass it or drop `--{name}`.")
+    names_map = config.class_names_map
+    if names_map is not None and (
+        not isinstance(names_map, dict) or not all(isinstance(v, str) for v in [*names_map, *names_map.values()])
+    ):
+        raise ValueError(
+            f'`--class_names_map` must map class names to class names, e.g. \'{{"airplane": "plane"}}\', got {names_map!r}.'
+        )
 
 
 def check_unet_config(unet_config: Mapping[str, Any], resolution: int) -> None:

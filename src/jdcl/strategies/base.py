@@ -15,6 +15,7 @@ from ..atomic import atomic_directory, write_json
 from ..data import TensorData
 from ..models.joint_unet_2d import JointUNet2DModel
 from ..objectives import FixMatchObjective, JointObjective
+from ..options import StrategyOption
 from ..rehearsal import RehearsalSampler, RehearsalSet, RehearsalSource
 from ..stage import StageRunner
 from ..stage_data import StageData
@@ -24,11 +25,36 @@ STRATEGIES: dict[str, type["ContinualStrategy"]] = {}
 
 
 def register_strategy(strategy_class: type["ContinualStrategy"]) -> type["ContinualStrategy"]:
-    """Makes a method available as `--strategy <its name>`."""
+    r"""
+    Makes a method available as `--strategy <its name>`, and its options as flags and configuration keys. A class
+    decorator; a method kept outside this package is registered when the module that defines it is imported.
+
+    Args:
+        strategy_class (`type[ContinualStrategy]`): The method.
+    """
+    from ..config import JDCLTrainingConfig
+
     if strategy_class.name in STRATEGIES:
         raise ValueError(f"A strategy named {strategy_class.name!r} is already registered.")
+    known = registered_options()
+    fields = set(JDCLTrainingConfig.field_names(include_options=False))
+    for option in strategy_class.all_options().values():
+        if option.name in fields:
+            raise ValueError(
+                f"Strategy {strategy_class.name!r}: option {option.name!r} is a field of the configuration; rename it."
+            )
+        if option.name in known and known[option.name] != option:
+            raise ValueError(
+                f"Strategy {strategy_class.name!r}: option {option.name!r} is declared differently by another "
+                "strategy; name the option after its method, or reuse that declaration."
+            )
     STRATEGIES[strategy_class.name] = strategy_class
     return strategy_class
+
+
+def registered_options() -> dict[str, StrategyOption]:
+    """The options of every registered method, by name (a method shares the declarations it inherits or imports)."""
+    return {name: option for strategy in STRATEGIES.values() for name, option in strategy.all_options().items()}
 
 
 @dataclass
@@ -80,13 +106,22 @@ class ContinualStrategy:
     """
 
     name: ClassVar[str]
-    # Whether `--no_distillation` (an ablation of distillation) and `--buffer_size` (stored images) mean something here.
-    distils: ClassVar[bool] = False
-    stores_images: ClassVar[bool] = False
+    # Its own hyperparameters: flags, configuration keys and run identity, read as `config.<name>`. A subclass has its
+    # parents' options and its own.
+    options: ClassVar[tuple[StrategyOption, ...]] = ()
     # Whether its stages on real data learn from unlabelled images too (`--labeled_fraction`, `--labeled_per_class`).
     learns_from_unlabeled: ClassVar[bool] = True
     # Whether it learns old classes from generated rehearsal (`--replay_samples_per_class` must then be >= 1).
     rehearses: ClassVar[bool] = False
+    # What the model card of each task says of the method, in one or two sentences.
+    card_description: ClassVar[str] = (
+        "A continual-learning method that learns each task starting from the model after the previous one."
+    )
+    # Continuing a published checkpoint (`--pretrained_model_name_or_path .../task-K`): whether the method keeps the
+    # classes learned before (a method that does not is warned about), and what of its state lives only in its run's
+    # folder, which the checkpoint lacks (a method with such state cannot continue one).
+    keeps_old_classes: ClassVar[bool] = True
+    state_outside_checkpoint: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -110,22 +145,25 @@ class ContinualStrategy:
         self.rehearsal_sampler = RehearsalSampler.from_config(config)
 
     @classmethod
+    def all_options(cls) -> dict[str, StrategyOption]:
+        """Its options and its parents', by name."""
+        options = {}
+        for klass in reversed(cls.__mro__):
+            for option in vars(klass).get("options", ()):
+                options[option.name] = option
+        return options
+
+    @classmethod
     def check_config(cls, config) -> None:
-        r"""Refuses settings the method cannot honour, before any data is loaded (raise `ValueError`)."""
-        if config.no_distillation and not cls.distils:
-            raise ValueError(
-                f"`--no_distillation` is an ablation of JDCL's distillation; `--strategy {cls.name}` distils nothing. "
-                "Use `--strategy jdcl` or `--strategy single_stage`."
-            )
+        r"""
+        Refuses settings the method cannot honour, before any data is loaded (raise `ValueError` naming the flag).
+        Each option's type, range and choices are checked before this.
+        """
         if config.semi_supervised and not cls.learns_from_unlabeled:
+            semi = sorted(name for name, strategy in STRATEGIES.items() if strategy.learns_from_unlabeled)
             raise ValueError(
                 f"`--strategy {cls.name}` has no semi-supervised stage; `--labeled_fraction` and `--labeled_per_class` "
-                "work with jdcl, finetune, cumulative and replay_buffer."
-            )
-        if config.buffer_size is not None and not cls.stores_images:
-            raise ValueError(
-                f"`--buffer_size` is the image store of `--strategy replay_buffer`; `--strategy {cls.name}` stores no "
-                "images. Drop it, or use `--strategy replay_buffer`."
+                f"work with {', '.join(semi)}."
             )
 
     @classmethod

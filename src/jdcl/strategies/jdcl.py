@@ -2,6 +2,7 @@
 
 from ..models.joint_unet_2d import JointUNet2DModel
 from ..objectives import DistillationObjective
+from ..options import StrategyOption
 from ..rehearsal import RehearsalSource
 from ..stage import GLOBAL, LOCAL
 from ..stage_data import StageData
@@ -25,7 +26,20 @@ class JDCLStrategy(ContinualStrategy):
 
     name = "jdcl"
     rehearses = True
-    distils = True
+    card_description = (
+        "JDCL: after the first task, a local model learns the new classes' real data; the global model then learns "
+        "generated rehearsal alone (old classes sampled by the previous model, new ones by the local model), "
+        "distilled from both. No real image of an earlier task is kept."
+    )
+    options = (
+        StrategyOption(
+            "no_distillation",
+            bool,
+            False,
+            'The paper\'s "without KD" ablation: the global stage learns the rehearsal with the plain joint loss, '
+            "without the two teachers.",
+        ),
+    )
 
     def train_first_task(self, task: Task, previous: JointUNet2DModel | None) -> JointUNet2DModel:
         """One joint stage on the first task's real data (from a pretrained model when the run has one)."""

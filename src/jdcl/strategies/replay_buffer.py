@@ -1,7 +1,8 @@
 """Experience replay, the buffer-based baseline: real images of earlier classes are stored and replayed."""
 
-from ..buffer import ReplayBuffer
+from ..buffer import BUFFER_POLICIES, ReplayBuffer
 from ..models.joint_unet_2d import JointUNet2DModel
+from ..options import StrategyOption
 from ..stage import Stage
 from .base import ContinualStrategy, Task, register_strategy
 
@@ -20,13 +21,34 @@ class ReplayBufferStrategy(ContinualStrategy):
     """
 
     name = "replay_buffer"
-    stores_images = True
+    card_description = (
+        "Experience replay: every batch is half the new classes' real data and half real images of earlier classes "
+        "from a buffer of stored images (`--buffer_size`)."
+    )
+    options = (
+        StrategyOption(
+            "buffer_size",
+            int,
+            None,
+            "The most real images the buffer stores across tasks (at least one per class of the run).",
+            low=1,
+        ),
+        StrategyOption(
+            "buffer_policy",
+            str,
+            "class_balanced",
+            'Which images the buffer keeps: "class_balanced" (an equal share per seen class) or "reservoir" '
+            "(reservoir sampling over the stream of examples).",
+            choices=BUFFER_POLICIES,
+        ),
+    )
+    state_outside_checkpoint = "the real images its buffer stored"
 
     @classmethod
     def check_config(cls, config) -> None:
         super().check_config(config)
         if config.buffer_size is None:
-            raise ValueError("`--strategy replay_buffer` needs `--buffer_size M`, the most real images it stores.")
+            raise ValueError(f"`--strategy {cls.name}` needs `--buffer_size M`, the most real images it stores.")
 
     @classmethod
     def check_classes(cls, config, num_classes: int) -> None:
