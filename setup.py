@@ -11,13 +11,13 @@ setup(
     # The model-card templates live in the top-level model_cards/ folder and ship as the package jdcl.model_cards.
     package_dir={"": "src", "jdcl.model_cards": "model_cards"},
     packages=find_packages("src") + ["jdcl.model_cards"],
-    package_data={"jdcl.model_cards": ["*.md"]},
+    # py.typed: the package's type hints are meant for type checkers (PEP 561).
+    package_data={"jdcl": ["py.typed"], "jdcl.model_cards": ["*.md"]},
     python_requires=">=3.11",
     entry_points={"console_scripts": ["jdcl-train=jdcl.cli:main"]},
     install_requires=[
         "torch>=2.4",
         "diffusers>=0.42.1,<0.43",
-        "transformers",
         "accelerate>=1.0",
         "datasets>=3.0",
         "safetensors",
@@ -34,7 +34,11 @@ setup(
         "filelock",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff"],
-        "examples": ["tensorboard", "matplotlib"],
+        # The feature extractors of `--quality_metrics`: DINOv2 through transformers, and the Inception-v3 of
+        # published FID through torchmetrics, which needs torch-fidelity (torchmetrics' own bound).
+        "quality": ["transformers>=4.43", "torch-fidelity<=0.4.0"],
+        "wandb": ["wandb"],
+        # The tests build a tiny DINOv2 with transformers; torch-fidelity's absence is tested too.
+        "test": ["pytest>=8", "ruff", "transformers>=4.43"],
     },
 )

@@ -94,3 +94,65 @@ def test_card_saves_and_reloads(tmp_path):
 def test_card_rejects_bad_input(overrides, message):
     with pytest.raises(ValueError, match=message):
         _card(**overrides)
+
+
+def test_each_strategy_describes_itself_and_the_card_says_so():
+    from jdcl.strategies import STRATEGIES, ContinualStrategy
+
+    descriptions = {name: strategy.card_description for name, strategy in STRATEGIES.items()}
+    # Every registered method has its own words, none the base class's placeholder or another method's.
+    assert ContinualStrategy.card_description not in descriptions.values()
+    assert len(set(descriptions.values())) == len(descriptions)
+    for name, description in descriptions.items():
+        text = str(_card(strategy=name))
+        assert description in text
+        assert f"`{name}`" in text
+    # A finetune card says nothing of generated rehearsal or distillation, which only JDCL's describes.
+    finetune = str(_card(strategy="finetune")).split("## Classes")[0]
+    assert "# finetune on uoft-cs/cifar10: model after task 2 of 3" in finetune
+    assert "distil" not in finetune and "generated" not in finetune and "no rehearsal" in finetune
+    jdcl = str(_card()).split("## Classes")[0]
+    assert "# JDCL on uoft-cs/cifar10: model after task 2 of 3" in jdcl
+    assert "distilled" in jdcl and "generated rehearsal" in jdcl
+
+
+def test_card_of_an_unregistered_strategy_needs_its_description():
+    with pytest.raises(ValueError, match="strategy_description"):
+        _card(strategy="my_method")
+    text = str(_card(strategy="my_method", strategy_description="Replays nothing, remembers everything."))
+    assert "**Method (`my_method`).** Replays nothing, remembers everything." in text
+
+
+def test_model_index_holds_the_tasks_accuracy():
+    data = ModelCard(str(_card(accuracy_seen=0.6789))).data
+    assert data.model_name == "jdcl-cifar10"
+    results = {result.metric_name: result for result in data.eval_results}
+    assert set(results) == {"Accuracy on the 4 classes seen after task 2", "Average accuracy over tasks 1-2"}
+    seen = results["Accuracy on the 4 classes seen after task 2"]
+    assert (seen.metric_type, seen.metric_value, seen.task_type) == ("accuracy", 0.6789, "image-classification")
+    assert (seen.dataset_type, seen.dataset_split) == ("uoft-cs/cifar10", "test")
+    assert results["Average accuracy over tasks 1-2"].metric_value == 0.7
+    # An accuracy that was not measured (NaN, continued checkpoints) is left out rather than published.
+    data = ModelCard(str(_card(metrics={"average_accuracy": float("nan")}, repo_id=None))).data
+    assert data.eval_results is None and data.model_name.startswith("JDCL on uoft-cs/cifar10")
+
+
+def test_card_shows_no_machine_path(tmp_path):
+    from jdcl.config import JDCLTrainingConfig
+
+    data_dir = tmp_path / "data" / "my_images"
+    data_dir.mkdir(parents=True)
+    config = JDCLTrainingConfig(
+        output_dir=str(tmp_path / "runs" / "digits-jdcl"),
+        cache_dir=str(tmp_path / "cache"),
+        train_data_dir=str(data_dir),
+        pretrained_model_name_or_path=str(tmp_path / "runs" / "earlier" / "task-2"),
+        hub_token="hf_secret",
+    )
+    card = _card(dataset_name=str(data_dir), training_config=config.to_dict(), repo_id=None)
+    text = str(card)
+    assert str(tmp_path) not in text and "hf_secret" not in text
+    assert "JDCL on my_images" in text
+    assert '"train_data_dir": "my_images"' in text and '"pretrained_model_name_or_path": "task-2"' in text
+    assert '"output_dir"' not in text and '"cache_dir"' not in text
+    assert ModelCard(text).data.datasets is None

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import sys
 
 import pytest
 import torch
@@ -166,6 +167,13 @@ def test_dinov2_distances_run_end_to_end(dinov2_folder):
 def test_dinov2_that_cannot_be_loaded_says_how_to_get_it(tmp_path):
     with pytest.raises(ValueError, match="downloaded once from the Hub.*referee"):
         DinoV2FeatureExtractor.from_pretrained(str(tmp_path / "missing"))
+
+
+def test_dinov2_without_transformers_says_what_to_install(monkeypatch):
+    # transformers is an extra (`jdcl[quality]`): an environment without it imports nothing of it.
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ValueError, match=r"pip install jdcl\[quality\]"):
+        DinoV2FeatureExtractor.from_pretrained("facebook/dinov2-base")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch_fidelity") is not None, reason="torch-fidelity is installed")

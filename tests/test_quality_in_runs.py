@@ -48,7 +48,10 @@ def test_quality_is_measured_after_every_task_and_leaves_the_run_unchanged(tmp_p
     events = EventAccumulator(str(next((tmp_path / "measured" / "logs").rglob("events.out.tfevents.*")).parent))
     events.Reload()
     steps = {tag: [event.step for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-    assert steps["quality/referee/samples_fd"] == [1, 2] and steps["quality/referee/rehearsal_fd"] == [2]
+    # At each task's end, with its evaluation (the run's global step); the first task has no rehearsal.
+    assert len(steps["eval/average_accuracy"]) == 2
+    assert steps["quality/referee/samples_fd"] == steps["eval/average_accuracy"]
+    assert steps["quality/referee/rehearsal_fd"] == steps["eval/average_accuracy"][1:]
 
 
 def test_separate_is_measured_on_its_generator(tmp_path):

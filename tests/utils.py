@@ -69,24 +69,33 @@ class SimulatedKill(Exception):
 
 def run_killed_when_logged(config, tag: str, step: int, **kwargs) -> None:
     r"""
-    Runs `train_jdcl(config, **kwargs)` and kills it (raises [`SimulatedKill`]) when the stage logs `tag` at `step`: logging
-    comes after the step's update and before its checkpoint, so the run dies with what it had saved until then.
+    Runs `train_jdcl(config, **kwargs)` and kills it (raises [`SimulatedKill`]) when the stage logs `tag` at its step
+    `step` (counted from the stage's start): logging comes after the step's update and before its checkpoint, so the run
+    dies with what it had saved until then.
     """
     import pytest
     from accelerate import Accelerator
 
+    from jdcl.stage import StageRunner
     from jdcl.trainer import train_jdcl
 
-    log = Accelerator.log
+    log, run = Accelerator.log, StageRunner.run
+    # Stages log at the run's global step; the stage's own step is counted from where the stage began.
+    stage_start = {"step": 0}
+
+    def run_noting_its_start(self, *args, **kwargs):
+        stage_start["step"] = self.global_step
+        return run(self, *args, **kwargs)
 
     def log_then_die(self, values, step=None, **kwargs):
-        if tag in values and step == kill_step:
+        if tag in values and step - stage_start["step"] == kill_step:
             raise SimulatedKill
         return log(self, values, step=step, **kwargs)
 
     kill_step = step
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Accelerator, "log", log_then_die)
+        patch.setattr(StageRunner, "run", run_noting_its_start)
         with pytest.raises(SimulatedKill):
             train_jdcl(config, **kwargs)
 

@@ -21,6 +21,7 @@ def replace_directory(source: str | os.PathLike, destination: str | os.PathLike)
         destination (`str` or `os.PathLike`): The final path.
     """
     source, destination = Path(source), Path(destination)
+    follow_umask(source)
     if destination.exists():
         stale = destination.with_name(destination.name + ".old")
         shutil.rmtree(stale, ignore_errors=True)
@@ -29,6 +30,36 @@ def replace_directory(source: str | os.PathLike, destination: str | os.PathLike)
         shutil.rmtree(stale, ignore_errors=True)
     else:
         os.replace(source, destination)
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask (read without changing it where Linux reports it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    # Elsewhere the only way to read the mask is to set it, and set it back at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | os.PathLike) -> None:
+    r"""
+    Gives a written file, or a folder and everything in it, the modes the user's umask allows, as `open` and `mkdir`
+    do: `mkstemp` and safetensors (which writes through a temporary file) leave files readable by their owner alone.
+
+    Args:
+        path (`str` or `os.PathLike`): The file or folder.
+    """
+    mask = current_umask()
+    path = Path(path)
+    for member in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if not member.is_symlink():
+            os.chmod(member, (0o777 if member.is_dir() else 0o666) & ~mask)
 
 
 @contextlib.contextmanager
@@ -70,6 +101,7 @@ def atomic_file(destination: str | os.PathLike) -> Iterator[Path]:
     os.close(descriptor)
     try:
         yield Path(temporary)
+        follow_umask(temporary)
         os.replace(temporary, destination)
     except BaseException:
         if os.path.exists(temporary):

@@ -24,7 +24,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .strategies import STRATEGIES
 
 
 __all__ = ["TASK_MODEL_CARD_TAGS", "make_task_model_card", "task_model_card_template_path"]
@@ -44,6 +46,8 @@ _TEMPLATE_NAME = "task_model_card.md"
 _HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Config keys whose values must never reach a public card, whatever the caller put in the training config.
 _SECRET_KEY_PATTERN = re.compile(r"token|secret|password|api_key", re.IGNORECASE)
+# Config keys that only say where the run wrote on its machine: a card never shows them.
+_MACHINE_KEYS = ("output_dir", "logging_dir", "cache_dir")
 _METRIC_NAMES = {
     "average_accuracy": "Average accuracy",
     "average_incremental_accuracy": "Average incremental accuracy",
@@ -123,12 +127,54 @@ def _quality_table(quality: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> st
     return "\n".join(lines)
 
 
-def _without_secrets(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _without_secrets(v) for k, v in value.items() if not _SECRET_KEY_PATTERN.search(str(k))}
-    if isinstance(value, (list, tuple)):
-        return [_without_secrets(v) for v in value]
+def _without_machine_path(value: str) -> str:
+    """A local file or folder by its name alone: a card is published, the paths of the machine that wrote it are not."""
+    if (os.sep in value or "/" in value) and (os.path.isabs(value) or os.path.exists(value)):
+        return Path(value).name or value
     return value
+
+
+def _publishable(value: Any) -> Any:
+    """The training config without credentials, output folders and machine paths."""
+    if isinstance(value, Mapping):
+        return {
+            k: _publishable(v)
+            for k, v in value.items()
+            if not _SECRET_KEY_PATTERN.search(str(k)) and str(k) not in _MACHINE_KEYS
+        }
+    if isinstance(value, (list, tuple)):
+        return [_publishable(v) for v in value]
+    if isinstance(value, (str, os.PathLike)):
+        return _without_machine_path(os.fspath(value))
+    return value
+
+
+def _eval_results(
+    dataset_name: str,
+    task_index: int,
+    num_classes_seen: int,
+    accuracy_seen: float | None,
+    average_accuracy: float | None,
+) -> list[EvalResult]:
+    """The card's `model-index` results (the Hub's results widget): the task's accuracies, where measured."""
+    named_values = [
+        (f"Accuracy on the {num_classes_seen} classes seen after task {task_index}", accuracy_seen),
+        (f"Average accuracy over tasks 1-{task_index}", average_accuracy),
+    ]
+    return [
+        EvalResult(
+            task_type="image-classification",
+            task_name="Class-incremental image classification",
+            dataset_type=dataset_name,
+            dataset_name=dataset_name,
+            dataset_split="test",
+            metric_type="accuracy",
+            metric_name=metric_name,
+            metric_value=round(float(value), 4),
+        )
+        for metric_name, value in named_values
+        if value is not None and not math.isnan(float(value))
+    ]
 
 
 def _class_list(classes: Sequence[int], class_names: Sequence[str]) -> str:
@@ -160,6 +206,9 @@ def make_task_model_card(
     training_config: Mapping[str, Any] | None = None,
     dataset_on_hub: bool | None = None,
     quality: Mapping[str, Any] | None = None,
+    strategy: str = "jdcl",
+    strategy_description: str | None = None,
+    accuracy_seen: float | None = None,
 ) -> ModelCard:
     """
     Builds the model card of the checkpoint saved after one task.
@@ -170,7 +219,8 @@ def make_task_model_card(
         num_tasks (`int`):
             Total number of tasks of the run.
         dataset_name (`str`):
-            The dataset, e.g. `"uoft-cs/cifar10"`. A Hub id (`owner/name`) is also listed in the card's metadata.
+            The dataset, e.g. `"uoft-cs/cifar10"`. A Hub id (`owner/name`) is also listed in the card's metadata; a
+            local folder is shown by its name alone.
         class_names (`Sequence[str]`):
             Names of all classes, indexed by class index.
         class_order (`Sequence[int]`):
@@ -189,12 +239,20 @@ def make_task_model_card(
             Path of the sample grid relative to the checkpoint folder, or `None` for no samples section.
         training_config (`Mapping[str, Any]`, *optional*, defaults to `None`):
             Training settings shown as JSON. Keys that look like credentials (`token`, `secret`, `password`,
-            `api_key`) are dropped.
+            `api_key`) and output folders (`output_dir`, `logging_dir`, `cache_dir`) are dropped, and local paths
+            are shown by their last part alone.
         dataset_on_hub (`bool`, *optional*, defaults to `None`):
             Whether `dataset_name` is a Hub dataset to list in the metadata; `None` guesses from its `owner/name`
             shape.
         quality (`Mapping[str, Any]`, *optional*, defaults to `None`):
             The task's generation quality (what [`~jdcl.quality.TaskQuality.measure`] returns), shown as a table.
+        strategy (`str`, *optional*, defaults to `"jdcl"`):
+            The run's method (`--strategy`), named in the title and described in the card.
+        strategy_description (`str`, *optional*, defaults to `None`):
+            What the card says of the method; `None` takes the registered strategy's `card_description`.
+        accuracy_seen (`float`, *optional*, defaults to `None`):
+            Accuracy on the test examples of every class seen so far, listed with the average accuracy in the card's
+            `model-index` (the Hub's results widget).
 
     Returns:
         [`huggingface_hub.ModelCard`]: The card; `card.save(folder / "README.md")` writes it.
@@ -222,8 +280,21 @@ def make_task_model_card(
                 f"Row {i} of `accuracy_matrix` has {len(row)} entries but needs at least {i + 1}; the matrix is ragged."
             )
 
+    if strategy_description is None:
+        if strategy not in STRATEGIES:
+            raise ValueError(
+                f"`strategy` {strategy!r} is not a registered strategy ({sorted(STRATEGIES)}); register it or pass "
+                "its `strategy_description`."
+            )
+        strategy_description = STRATEGIES[strategy].card_description
+
     if dataset_on_hub is None:
         dataset_on_hub = _is_hub_dataset_id(dataset_name)
+    if not dataset_on_hub:
+        dataset_name = _without_machine_path(dataset_name)
+    method_title = "JDCL" if strategy == "jdcl" else strategy
+    title = f"{method_title} on {dataset_name}: model after task {task_index} of {num_tasks}"
+    average_accuracy = metrics.get("average_accuracy")
     card_data = ModelCardData(
         library_name="jdcl",
         tags=list(TASK_MODEL_CARD_TAGS),
@@ -232,6 +303,9 @@ def make_task_model_card(
         datasets=[dataset_name] if dataset_on_hub else None,
         metrics=["accuracy"],
         license="apache-2.0",
+        model_name=repo_id.split("/")[-1] if repo_id is not None else title,
+        eval_results=_eval_results(dataset_name, task_index, len(classes_seen), accuracy_seen, average_accuracy)
+        or None,
     )
 
     num_classes = len(class_names)
@@ -242,12 +316,14 @@ def make_task_model_card(
     example_labels = [int(c) for c in list(classes_seen)[:2]] or [0]
     config_text = None
     if training_config:
-        config_text = json.dumps(_without_secrets(dict(training_config)), indent=2, sort_keys=True, default=str)
+        config_text = json.dumps(_publishable(dict(training_config)), indent=2, sort_keys=True, default=str)
 
     return ModelCard.from_template(
         card_data,
         template_path=str(task_model_card_template_path()),
-        title=f"JDCL on {dataset_name}: model after task {task_index} of {num_tasks}",
+        title=title,
+        strategy=strategy,
+        strategy_description=strategy_description,
         task_index=task_index,
         num_tasks=num_tasks,
         is_final_task=task_index == num_tasks,

@@ -35,6 +35,8 @@ from .stage_data import StageBatch, StageData
 logger = logging.getLogger(__name__)
 
 Objective = JointObjective | DistillationObjective
+# Where the run's count of stage steps is kept (in the checkpoint folder) for a resumed run.
+GLOBAL_STEP_NAME = "global_step.json"
 # What loading a checkpoint with a file cut short or overwritten raises: safetensors, torch's zip reader, pickle, JSON.
 DAMAGED_CHECKPOINT_ERRORS = (
     SafetensorError,
@@ -95,6 +97,13 @@ class StageRunner:
         self.show_progress = show_progress and accelerator.is_local_main_process
         self.noise_scheduler = noise_scheduler_from_config(config)
         self.memory_format = memory_format(config.channels_last)
+        # Steps of the run's stages so far: each stage logs from there, so that logged steps never restart. A resumed
+        # run continues the count its stages had reached (stages it does not train again are counted in it).
+        self.global_step = 0
+        if config.resume_from_checkpoint is not None and checkpoint_dir is not None:
+            global_step_path = Path(checkpoint_dir) / GLOBAL_STEP_NAME
+            if global_step_path.is_file():
+                self.global_step = json.loads(global_step_path.read_text())["global_step"]
         # Semi-supervised stages: the pseudo-labels of each task (by index), one record per logging interval.
         self.pseudo_label_records: dict[int, list[dict]] = {}
 
@@ -186,6 +195,9 @@ class StageRunner:
         finally:
             for hook in hooks:
                 hook.remove()
+        self.global_step += num_steps
+        if self.checkpoint_dir is not None and accelerator.is_main_process:
+            write_json({"global_step": self.global_step}, Path(self.checkpoint_dir) / GLOBAL_STEP_NAME)
 
         trained = accelerator.unwrap_model(joint_module).unet
         accelerator.free_memory()
@@ -305,7 +317,8 @@ class StageRunner:
                     pseudo_label_counts = None
                 progress.set_postfix(loss=f"{values['loss']:.4f}")
                 accelerator.log(
-                    {f"task_{task_index + 1}/{stage.name}/{name}": value for name, value in values.items()}, step=step
+                    {f"task_{task_index + 1}/{stage.name}/{name}": value for name, value in values.items()},
+                    step=self.global_step + step,
                 )
             progress_state["step"] = step + 1
             if (step + 1) % config.checkpointing_steps == 0 and step + 1 < num_steps:

@@ -25,7 +25,7 @@ from .data import (
     load_classification_dataset,
     prepare_tensors,
 )
-from .evaluation import evaluate_seen_tasks
+from .evaluation import TaskEvaluation, evaluate_seen_tasks
 from .hub import TaskHubUploader
 from .labels import pseudo_label_summary, select_labeled
 from .metrics import AccuracyMatrix
@@ -39,6 +39,7 @@ from .schedulers import sampling_scheduler_from_config
 from .stage import StageRunner
 from .strategies import STRATEGIES, ContinualStrategy, Task
 from .tasks import ClassIncrementalSplit, resolve_class_order
+from .tracking import check_tracker_installed, log_image
 
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class ContinualTrainer:
                 "bf16` (bf16 autocast runs on CPUs) or `no`."
             )
         self._owns_accelerator = accelerator is None
+        check_tracker_installed(config.logger)
         if accelerator is None:
             accelerator = Accelerator(
                 mixed_precision=config.mixed_precision,
@@ -347,9 +349,9 @@ class ContinualTrainer:
                         "quality": quality,
                     },
                 )
-            self._save_task(task_index, model, accuracy_matrix, summary, quality)
+            self._save_task(task_index, model, accuracy_matrix, summary, quality, evaluation.accuracy_seen)
             self._write_metrics(metrics, accuracy_matrix)
-            self._report(task_index, evaluation.accuracy_seen, summary, quality)
+            self._report(task_index, evaluation, summary, quality)
             if accelerator.is_main_process:
                 self.run_folder.remove_stage_checkpoints(task_index)
 
@@ -413,23 +415,28 @@ class ContinualTrainer:
         self.accelerator.wait_for_everyone()
         return quality
 
-    def _report(self, task_index: int, accuracy_seen: float, summary: dict, quality: dict | None = None) -> None:
+    def _report(self, task_index: int, evaluation: TaskEvaluation, summary: dict, quality: dict | None = None) -> None:
+        accuracy_seen = evaluation.accuracy_seen
         if self.accelerator.is_main_process:
+            # At the run's step after the task's stages; the accuracy matrix's row, one curve per task.
             self.accelerator.log(
                 {
                     "eval/accuracy_seen": accuracy_seen,
                     "eval/average_accuracy": summary["average_accuracy"],
                     "eval/forgetting": summary["forgetting"],
+                    **{f"eval/accuracy_task_{j + 1}": value for j, value in enumerate(evaluation.accuracy_per_task)},
                     **quality_scalars(quality or {}),
                 },
-                step=task_index + 1,
+                step=self.stages.global_step,
             )
         message = (
             f"Task {task_index + 1}/{self.split.num_tasks}: accuracy on seen classes {accuracy_seen:.4f}, average "
             f"accuracy {summary['average_accuracy']:.4f}, forgetting so far {summary['forgetting']:.4f}"
         )
-        logger.info(message)
-        if self.show_progress:
+        # Printed once: through logging when it shows INFO lines, else beside the progress bars.
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(message)
+        elif self.show_progress:
             tqdm.write(message)
 
     def _write_metrics(self, metrics: dict, accuracy_matrix: AccuracyMatrix) -> dict:
@@ -482,7 +489,13 @@ class ContinualTrainer:
         return make_class_grid(images.cpu(), labels, classes, self.data.class_names, samples_per_class=count)
 
     def _save_task(
-        self, task_index: int, model: JointUNet2DModel, accuracy_matrix: AccuracyMatrix, summary, quality: dict | None
+        self,
+        task_index: int,
+        model: JointUNet2DModel,
+        accuracy_matrix: AccuracyMatrix,
+        summary,
+        quality: dict | None,
+        accuracy_seen: float | None = None,
     ) -> None:
         if self.accelerator.is_main_process:
             pipeline = self.task_pipeline(model, task_index)
@@ -500,8 +513,12 @@ class ContinualTrainer:
                 sample_grid_path="samples.png" if grid is not None else None,
                 training_config=self.config.to_dict(),
                 quality=quality,
+                strategy=self.config.strategy,
+                accuracy_seen=accuracy_seen,
             )
             self.run_folder.save_task(task_index, pipeline, grid, card)
+            if grid is not None:
+                log_image(self.accelerator, f"samples/task_{task_index + 1}", grid, self.stages.global_step)
         self.accelerator.wait_for_everyone()
 
 

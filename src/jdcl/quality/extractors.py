@@ -89,7 +89,13 @@ class DinoV2FeatureExtractor(FeatureExtractor):
                 into the Hub cache) or a local folder.
             kwargs: Passed to `AutoModel.from_pretrained` (e.g. `cache_dir`, `revision`).
         """
-        from transformers import AutoImageProcessor, AutoModel
+        try:
+            from transformers import AutoImageProcessor, AutoModel
+        except ModuleNotFoundError:
+            raise ValueError(
+                "The `dinov2` extractor needs transformers: `pip install jdcl[quality]` (or `pip install "
+                "transformers`). Offline, measure with the `referee` extractor."
+            ) from None
 
         try:
             model = AutoModel.from_pretrained(model_name_or_path, use_safetensors=True, **kwargs)
@@ -141,8 +147,9 @@ class InceptionFeatureExtractor(FeatureExtractor):
             self.inception = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"])
         except ModuleNotFoundError:
             raise ValueError(
-                "The `inception` extractor needs torch-fidelity: `pip install torch-fidelity` (its weights are then "
-                "downloaded once from GitHub). Offline, measure with the `referee` extractor."
+                "The `inception` extractor needs torch-fidelity: `pip install jdcl[quality]` (or `pip install "
+                "torch-fidelity`; its weights are then downloaded once from GitHub). Offline, measure with the "
+                "`referee` extractor."
             ) from None
         except Exception as error:  # a failed download surfaces as whatever urllib raised
             raise ValueError(

@@ -111,6 +111,10 @@ class ContinualStrategy:
     options: ClassVar[tuple[StrategyOption, ...]] = ()
     # Whether its stages on real data learn from unlabelled images too (`--labeled_fraction`, `--labeled_per_class`).
     learns_from_unlabeled: ClassVar[bool] = True
+    # What the model card of each task says of the method, in one or two sentences.
+    card_description: ClassVar[str] = (
+        "A continual-learning method that learns each task starting from the model after the previous one."
+    )
     # Whether it learns old classes from generated rehearsal (`--replay_samples_per_class` must then be >= 1).
     rehearses: ClassVar[bool] = False
     # What the model card of each task says of the method, in one or two sentences.

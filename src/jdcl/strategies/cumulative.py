@@ -9,6 +9,10 @@ class CumulativeStrategy(FinetuneStrategy):
     r"""Finetune on all real data seen so far: what a continual method tries to approach without keeping data."""
 
     name = "cumulative"
+    card_description = (
+        "Cumulative, the upper bound: each task trains on the real data of every class seen so far, which a "
+        "continual method that keeps no data tries to approach."
+    )
 
     def training_classes(self, task: Task) -> list[int]:
         return task.seen_classes

@@ -13,6 +13,10 @@ class FinetuneStrategy(ContinualStrategy):
     r"""The joint loss on the new classes' real data, for a whole task's budget; no rehearsal."""
 
     name = "finetune"
+    card_description = (
+        "Finetune, the lower bound: each task trains on its own classes' real data only, with no rehearsal, so the "
+        "model forgets earlier tasks."
+    )
 
     def training_classes(self, task: Task) -> list[int]:
         return task.new_classes

@@ -25,6 +25,10 @@ class ReplayBufferStrategy(ContinualStrategy):
         "Experience replay: every batch is half the new classes' real data and half real images of earlier classes "
         "from a buffer of stored images (`--buffer_size`)."
     )
+    card_description = (
+        "Experience replay: every batch is half the new classes' real data and half real images of earlier classes "
+        "from a buffer of stored images (`--buffer_size`)."
+    )
     options = (
         StrategyOption(
             "buffer_size",

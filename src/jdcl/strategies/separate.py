@@ -24,6 +24,10 @@ class SeparateStrategy(ContinualStrategy):
     """
 
     name = "separate"
+    card_description = (
+        "JDCL without joint modelling: a diffusion model generates the rehearsal and a classifier of the same "
+        "architecture with its own weights (the model saved here) learns it, each trained and distilled as in JDCL."
+    )
     rehearses = True
     learns_from_unlabeled = False
 
