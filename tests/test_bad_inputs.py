@@ -1,7 +1,11 @@
 """Bad input, table-driven: every kind gets a `ValueError` that names the argument, before anything is written."""
 
+import io
 import math
+from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 
@@ -90,19 +94,116 @@ TRAINING_CASES = [
 ]
 
 
+# Outputs, sampling steps, rehearsal quotas, the UNet's description, the replay buffer, semi-supervised settings and
+# image folders. `{tmp}` holds the files `make_input_files` writes.
+MORE_TRAINING_CASES = [
+    ("output_dir_empty", {"output_dir": ""}, "--output_dir"),
+    ("output_dir_unset", {"output_dir": None}, "--output_dir"),
+    ("output_dir_a_file", {"output_dir": "{tmp}/a_file"}, "--output_dir {tmp}/a_file` is a file"),
+    ("output_dir_under_a_file", {"output_dir": "{tmp}/a_file/run"}, "lies under {tmp}/a_file"),
+    ("cache_dir_a_file", {"cache_dir": "{tmp}/a_file"}, "--cache_dir {tmp}/a_file` is a file"),
+    ("cache_dir_under_a_file", {"cache_dir": "{tmp}/a_file/cache"}, "--cache_dir"),
+    ("hub_private_without_push", {"hub_private_repo": True}, "--push_to_hub"),
+    (
+        "replay_steps_beyond_schedule",
+        {"num_train_timesteps": 10, "replay_inference_steps": 20},
+        "--num_train_timesteps",
+    ),
+    (
+        "grid_steps_beyond_schedule",
+        {"num_train_timesteps": 10, "grid_samples_per_class": 1, "grid_inference_steps": 20},
+        "--grid_inference_steps 20",
+    ),
+    ("no_rehearsal_quota", {"replay_samples_per_class": 0}, "--replay_samples_per_class 0"),
+    (
+        "no_rehearsal_quota_single_stage",
+        {"strategy": "single_stage", "replay_samples_per_class": 0},
+        "--replay_samples_per_class 0",
+    ),
+    ("no_rehearsal_quota_separate", {"strategy": "separate", "replay_samples_per_class": 0}, "--replay_samples"),
+    ("unet_config_a_list", {"unet_config": [16, 32]}, "--unet_config"),
+    ("unet_config_text_for_a_number", {"unet_config": {"layers_per_block": "2"}}, "layers_per_block"),
+    ("unet_config_number_for_a_list", {"unet_config": {"block_out_channels": 64}}, "block_out_channels"),
+    ("unet_config_texts_in_a_list", {"unet_config": {"block_out_channels": ["16", "32"]}}, "block_out_channels"),
+    ("unet_config_bool_for_a_number", {"unet_config": {"dropout": True}}, "dropout"),
+    ("first_task_steps_negative", {"first_task_train_steps": -1}, "--first_task_train_steps"),
+    ("eval_batch_size_zero", {"eval_batch_size": 0}, "--eval_batch_size"),
+    ("checkpointing_steps_zero", {"checkpointing_steps": 0}, "--checkpointing_steps"),
+    ("class_order_repeated_name", {"class_order": ["0", "1", "1", "2"]}, "class_order"),
+    ("unknown_test_split", {"test_split": "validation"}, "--test_split"),
+    ("image_column_not_images", {"image_column": "label"}, "--image_column 'label'"),
+    ("label_column_not_labels", {"label_column": "image"}, "--label_column"),
+    ("empty_image_file", {"train_data_dir": "{tmp}/empty_image"}, "empty.png"),
+    ("truncated_image_file", {"train_data_dir": "{tmp}/truncated_image"}, "cut.png (image file is truncated"),
+    ("one_image_per_class", {"train_data_dir": "{tmp}/one_each"}, "--test_split"),
+    # The replay buffer.
+    ("replay_buffer_size_zero", {"strategy": "replay_buffer", "buffer_size": 0}, "--buffer_size"),
+    ("replay_buffer_size_fractional", {"strategy": "replay_buffer", "buffer_size": 8.5}, "--buffer_size"),
+    (
+        "replay_buffer_without_distillation",
+        {"strategy": "replay_buffer", "buffer_size": 8, "no_distillation": True},
+        "--no_distillation",
+    ),
+    (
+        "replay_buffer_below_the_classes",
+        {"strategy": "replay_buffer", "buffer_size": 5, "class_order": [0, 1, 2, 3, 4, 5]},
+        "--buffer_size 5",
+    ),
+    # Semi-supervised settings.
+    ("labeled_per_class_zero", {"labeled_per_class": 0}, "--labeled_per_class"),
+    ("labeled_fraction_nan", {"labeled_fraction": math.nan}, "--labeled_fraction"),
+    (
+        "pseudo_label_threshold_zero",
+        {"labeled_per_class": 2, "pseudo_label_threshold": 0.0},
+        "--pseudo_label_threshold",
+    ),
+    ("semi_supervised_single_stage", {"labeled_per_class": 2, "strategy": "single_stage"}, "--strategy single_stage"),
+    (
+        "semi_supervised_replay_buffer_ratio_zero",
+        {"strategy": "replay_buffer", "buffer_size": 8, "labeled_per_class": 2, "unlabeled_batch_ratio": 0},
+        "--unlabeled_batch_ratio",
+    ),
+]
+ALL_TRAINING_CASES = TRAINING_CASES + MORE_TRAINING_CASES
+
+
+def write_image(path: Path, side: int = 8) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(np.random.default_rng(len(str(path))).integers(0, 256, (side, side), dtype=np.uint8)).save(
+        buffer, format="PNG"
+    )
+    path.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def make_input_files(root: Path) -> None:
+    """A plain file, and image folders of four classes: one with an empty image, one with a cut one, one image each."""
+    (root / "a_file").write_text("not a folder")
+    for folder in ("empty_image", "truncated_image"):
+        for label in range(4):
+            for index in range(3):
+                write_image(root / folder / f"class_{label}" / f"{index}.png")
+    (root / "empty_image" / "class_2" / "empty.png").write_bytes(b"")
+    whole = write_image(root / "truncated_image" / "class_1" / "cut.png", side=32)
+    (root / "truncated_image" / "class_1" / "cut.png").write_bytes(whole[: len(whole) // 2])
+    for label in range(4):
+        write_image(root / "one_each" / f"class_{label}" / "0.png")
+
+
 @pytest.mark.parametrize(
-    ("overrides", "named"), [case[1:] for case in TRAINING_CASES], ids=[c[0] for c in TRAINING_CASES]
+    ("overrides", "named"), [case[1:] for case in ALL_TRAINING_CASES], ids=[c[0] for c in ALL_TRAINING_CASES]
 )
 def test_bad_training_input_is_refused_before_anything_is_written(tmp_path, overrides, named):
+    # (A folder holding files of its own is refused as such: tests/test_reliability.py.)
     output_dir = tmp_path / "run"
     output_dir.mkdir()
-    (output_dir / "keep.txt").write_text("the user's")
+    make_input_files(tmp_path)
     overrides = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in overrides.items()}
     with pytest.raises(ValueError) as error:
         train_jdcl(JDCLTrainingConfig(**{**TINY, "output_dir": str(output_dir), **overrides}))
-    assert named in str(error.value), str(error.value)
-    assert sorted(p.name for p in output_dir.iterdir()) == ["keep.txt"]
-    assert (output_dir / "keep.txt").read_text() == "the user's"
+    assert named.format(tmp=tmp_path) in str(error.value), str(error.value)
+    assert list(output_dir.iterdir()) == []
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +240,67 @@ PIPELINE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("call, named", [case[1:] for case in PIPELINE_CASES], ids=[c[0] for c in PIPELINE_CASES])
+# Images in the wrong layout or mixed, labels, guidance targets and generators, and pipelines built incomplete.
+MORE_PIPELINE_CASES = [
+    ("classify_channels_first_numpy", lambda p: p.classify(np.random.rand(2, 1, 16, 16)), "channels-first"),
+    ("classify_channels_last_tensor", lambda p: p.classify(torch.rand(2, 16, 16, 1)), "permute(0, 3, 1, 2)"),
+    ("classify_wrong_channels", lambda p: p.classify(torch.rand(2, 3, 16, 16)), "3 channels"),
+    (
+        "classify_arrays_of_two_sizes",
+        lambda p: p.classify([np.random.rand(16, 16, 1), np.random.rand(8, 8, 1)]),
+        "different shapes",
+    ),
+    (
+        "classify_pil_and_numpy_mixed",
+        lambda p: p.classify([PIL.Image.new("L", (16, 16)), np.random.rand(16, 16, 1)]),
+        "mixes",
+    ),
+    ("classify_empty_numpy_batch", lambda p: p.classify(np.zeros((0, 16, 16, 1), np.float32)), "empty batch"),
+    ("classify_empty_tensor_batch", lambda p: p.classify(torch.zeros(0, 1, 16, 16)), "empty batch"),
+    ("label_none", lambda p: p(class_labels=[None]), "class_labels"),
+    ("label_none_among_others", lambda p: p(class_labels=[0, None]), "got None"),
+    ("guidance_target_outside_classes", lambda p: p(class_labels=[0], classes=[1]), "outside the `classes`"),
+    ("generator_list_too_short", lambda p: p(batch_size=2, generator=[torch.Generator()]), "one generator per image"),
+    ("generator_a_seed", lambda p: p(generator=0), "`generator`"),
+    ("generator_list_of_seeds", lambda p: p(generator=[0]), "`generator`"),
+    ("built_without_scheduler", lambda p: JDCLPipeline(unet=p.unet, scheduler=None), "scheduler"),
+    ("built_with_no_seen_class", lambda p: JDCLPipeline(unet=p.unet, scheduler=p.scheduler, seen_classes=[]), "seen"),
+    (
+        "built_with_a_repeated_class_name",
+        lambda p: JDCLPipeline(unet=p.unet, scheduler=p.scheduler, class_names=["a", "a", "b", "c"]),
+        "repeats ['a']",
+    ),
+]
+ALL_PIPELINE_CASES = PIPELINE_CASES + MORE_PIPELINE_CASES
+
+
+@pytest.mark.parametrize(
+    "call, named", [case[1:] for case in ALL_PIPELINE_CASES], ids=[c[0] for c in ALL_PIPELINE_CASES]
+)
 def test_bad_pipeline_input_is_refused_with_the_argument_named(pipe, call, named):
     pipe.set_progress_bar_config(disable=True)
     with pytest.raises(ValueError) as error:
         call(pipe)
     assert named in str(error.value), str(error.value)
+
+
+# (kind, the preset's text, what the message must name)
+PRESET_CASES = [
+    ("repeated_key", "resolution: 8\nnum_tasks: 2\nresolution: 16\n", "duplicate key 'resolution'"),
+    ("repeated_nested_key", "unet_config:\n  dropout: 0.0\n  dropout: 0.1\n", "duplicate key 'dropout'"),
+    ("output_dir_null", "output_dir: null\n", "--output_dir"),
+    ("unet_config_a_list", "unet_config: [16, 32]\n", "--unet_config"),
+    ("not_a_mapping", "- resolution\n- 8\n", "mapping"),
+    ("hub_private_without_push", "hub_private_repo: true\n", "--push_to_hub"),
+]
+
+
+@pytest.mark.parametrize(("text", "named"), [case[1:] for case in PRESET_CASES], ids=[c[0] for c in PRESET_CASES])
+def test_bad_preset_is_refused_with_the_file_or_key_named(tmp_path, text, named):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(text)
+    with pytest.raises(ValueError) as error:
+        JDCLTrainingConfig.from_file(preset)
+    assert named in str(error.value), str(error.value)
+    if "duplicate" in named:
+        assert str(preset) in str(error.value)

@@ -65,10 +65,12 @@ def check_unet_config_types(unet_config: Any) -> None:
 def _kind_name(default: Any) -> str:
     if isinstance(default, bool):
         return "boolean"
+    if isinstance(default, str):
+        return "string"
     if isinstance(default, (int, float)):
         return "number" if isinstance(default, float) else "whole number"
     if isinstance(default, (list, tuple)):
-        return "list"
+        return f"list of {_kind_name(default[0])}s" if default else "list"
     return type(default).__name__
 
 
