@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from jdcl.augment import TwoViewAugmentation
+from jdcl.augment import FixMatchRandAugment, TwoViewAugmentation
 
 
 def _images(channels: int, resolution: int, batch: int = 16) -> torch.Tensor:
@@ -90,3 +90,89 @@ def test_bad_inputs_raise():
         TwoViewAugmentation(16, 2)
     with pytest.raises(ValueError, match="diffusion_crop_scale"):
         TwoViewAugmentation(16, 1, diffusion_crop_scale=(0.9, 0.5))
+
+
+def _reflect_crops(images: torch.Tensor, padding: int) -> list[torch.Tensor]:
+    padded = torch.nn.functional.pad(images, (padding,) * 4, mode="reflect")
+    size = images.shape[-1]
+    return [
+        padded[..., top : top + size, left : left + size]
+        for top in range(2 * padding + 1)
+        for left in range(2 * padding + 1)
+    ]
+
+
+@pytest.mark.parametrize("horizontal_flip", [False, True])
+def test_weak_view_is_a_reflect_padded_crop_flipped_only_when_asked(horizontal_flip):
+    # The authors' weak view: RandomHorizontalFlip + RandomCrop(32, padding=4, padding_mode="reflect"), 2 at 16x16.
+    images = _images(1, 16, batch=32)
+    augment = TwoViewAugmentation(16, 1, horizontal_flip=horizontal_flip)
+    torch.manual_seed(0)
+    weak = augment.weak_view(images)
+    crops = _reflect_crops(images, 2)
+    flipped = _reflect_crops(images.flip(-1), 2)
+    for index in range(len(images)):
+        plain = any(torch.equal(weak[index], crop[index]) for crop in crops)
+        mirrored = any(torch.equal(weak[index], crop[index]) for crop in flipped)
+        assert plain or (horizontal_flip and mirrored)
+    moved = [not torch.equal(weak[index], images[index]) for index in range(len(images))]
+    assert sum(moved) > len(images) // 2
+    if horizontal_flip:
+        assert any(not any(torch.equal(weak[index], crop[index]) for crop in crops) for index in range(len(images))), (
+            "no image was flipped"
+        )
+
+
+def test_strong_view_adds_randaugment_and_a_gray_cutout_to_a_weak_view():
+    # A single gray level per image: the weak view keeps it; the strong view's Cutout (half the side) sets a clipped
+    # square to mid-gray (0 in [-1, 1]) in every image, and its ops change the level of some.
+    images = torch.linspace(-0.9, 0.9, 64).view(64, 1, 1, 1).expand(64, 1, 16, 16).contiguous()
+    augment = TwoViewAugmentation(16, 1, horizontal_flip=False)
+    torch.manual_seed(0)
+    weak, strong = augment.weak_view(images), augment.strong_view(images)
+    assert torch.equal(weak, images)
+    zeroed = (strong == 0.0).flatten(1).sum(dim=1)
+    assert (zeroed > 0).all() and (zeroed <= 8 * 8).all()
+    kept = strong != 0.0
+    changed = [not torch.allclose(strong[i][kept[i]], images[i][kept[i]], atol=1e-3) for i in range(len(images))]
+    assert 0 < sum(changed) < len(images)  # each of two ops is applied with probability 1/2, one is Identity
+
+
+def test_fixmatch_ops_on_hand_computed_cases():
+    from jdcl import augment
+
+    ramp = torch.linspace(0, 1, 8).view(1, 1, 1, 8).expand(2, 1, 8, 8).contiguous()
+    magnitudes, signs = torch.tensor([5.0, 9.0]), torch.tensor([1.0, -1.0])
+    # Brightness: a blend with black at v * 0.9 / 10 + 0.05 (0.5 and 0.86).
+    out = augment._brightness(ramp, magnitudes, signs)
+    assert torch.allclose(out[0], ramp[0] * 0.5) and torch.allclose(out[1], ramp[1] * 0.86)
+    # Solarize: levels at or above (256 - int(v * 25.6)) / 255 inverted (128 / 255 for v = 5).
+    out = augment._solarize(ramp, magnitudes, signs)
+    expected = torch.where(ramp[0] >= 128 / 255, 1 - ramp[0], ramp[0])
+    assert torch.equal(out[0], expected)
+    # TranslateX: int(v * 0.03 * 8) pixels (1 for v = 5, 2 for v = 9 the other way), black where the image leaves.
+    out = augment._translate_x(ramp, magnitudes, signs)
+    assert torch.allclose(out[0, ..., 1:], ramp[0, ..., :-1]) and (out[0, ..., 0] == 0).all()
+    assert torch.allclose(out[1, ..., :-2], ramp[1, ..., 2:]) and (out[1, ..., -2:] == 0).all()
+    # Posterize: int(v * 0.4) + 4 bits kept (6 and 7).
+    out = augment._posterize(ramp, magnitudes, signs)
+    assert torch.allclose(out[0], ((ramp[0] * 255).to(torch.uint8) & 0b11111100).float() / 255)
+    # AutoContrast stretches each channel to [0, 1].
+    out = augment._auto_contrast(ramp * 0.5 + 0.2, magnitudes, signs)
+    assert torch.allclose(out, ramp, atol=1e-6)
+    # No Invert in FixMatch's pool: 14 ops, Identity among them.
+    assert len(augment.FIXMATCH_OPS) == 14 and None in augment.FIXMATCH_OPS
+
+
+def test_fixmatch_randaugment_draws_ops_per_image_and_is_seeded():
+    images = _images(3, 16, batch=1).expand(64, -1, -1, -1).contiguous().add(1).div(2)
+    randaugment = FixMatchRandAugment()
+    torch.manual_seed(5)
+    first = randaugment(images)
+    torch.manual_seed(5)
+    assert torch.equal(first, randaugment(images))
+    distinct = {tuple(image.flatten()[:64].tolist()) for image in first}
+    assert len(distinct) > 10  # one image, many augmentations: the ops are drawn per image
+    assert first.min() >= 0.0 and first.max() <= 1.0
+    with pytest.raises(ValueError, match="2 <= m <= 10"):
+        FixMatchRandAugment(m=30)

@@ -78,7 +78,15 @@ def test_a_semi_supervised_run_records_its_labels_and_logs_pseudo_labels(tmp_pat
         accumulator.Reload()
         tags |= set(accumulator.Tags()["scalars"])
     assert {"task_1/local/pseudo_label_fraction", "task_2/local/pseudo_label"} <= tags
+    assert {"task_2/local/pseudo_label_precision", "task_2/local/pseudo_label_other_task"} <= tags
     assert "task_2/global/pseudo_label" not in tags  # the global stage is unchanged: generated data only
+    # The pseudo-labels of every task, counted over each logging interval of its local stage: steps 0 and 1 of task
+    # 2's, steps 0 and 1-3 of the first task's (one stage of local plus global steps).
+    for task, steps, unlabeled in (("1", [0, 3], [8 * 3, 3 * 8 * 3]), ("2", [0, 1], [8 * 3, 8 * 3])):
+        local = metrics["pseudo_labels"][task]["local"]
+        assert local["step"] == steps and local["unlabeled"] == unlabeled
+        assert all(value is None or 0 <= value <= 1 for value in local["precision"] + local["old_class_share"])
+    assert metrics["pseudo_labels"]["1"]["local"]["on_old_classes"] == [0, 0]
 
 
 def test_all_labels_is_the_supervised_run(tmp_path):
@@ -215,7 +223,10 @@ def test_counted_pseudo_labels_and_their_summary_on_a_hand_computed_case(tmp_pat
     assert summary == {
         "local": {
             "step": [9, 19],
+            "unlabeled": [5, 5],
             "kept": [4, 0],
+            "correct": [2, 0],
+            "on_old_classes": [1, 1],
             "coverage": [4 / 5, 0.0],
             "precision": [2 / 4, None],
             "old_class_share": [1 / 4, None],

@@ -1,4 +1,5 @@
-"""Few labels: which training examples of each class keep their label in the semi-supervised setting."""
+"""Few labels: which training examples of each class keep their label in the semi-supervised setting, and how good
+the pseudo-labels of a run were."""
 
 import numpy as np
 
@@ -46,20 +47,26 @@ def pseudo_label_summary(records: list[dict], old_classes: list[int]) -> dict[st
         old_classes (`list[int]`): The classes of earlier tasks.
 
     Returns:
-        `dict`: for each stage, lists over its intervals: `step`, `coverage` (kept / unlabeled), `precision`
-        (correct / kept) and `old_class_share` (the share of the kept pseudo-labels that name an old class; the
-        task's unlabelled images have none), `None` where nothing was kept; and `kept` (counts).
+        `dict`: for each stage, lists over its intervals: the counts `unlabeled`, `kept`, `correct` and `on_old_classes`
+        (kept pseudo-labels that name a class of an earlier task, which none of the task's unlabelled images has),
+        and the shares `coverage` (kept / unlabeled), `precision` (correct / kept) and `old_class_share`
+        (on_old_classes / kept), `None` where nothing was kept; `step` is each interval's last step.
     """
+    names = ("step", "unlabeled", "kept", "correct", "on_old_classes", "coverage", "precision", "old_class_share")
     summary: dict[str, dict[str, list]] = {}
     for record in records:
-        stage = summary.setdefault(
-            record["stage"], {"step": [], "kept": [], "coverage": [], "precision": [], "old_class_share": []}
-        )
+        stage = summary.setdefault(record["stage"], {name: [] for name in names})
         kept = record["kept"]
         on_old = sum(record["kept_per_class"][class_index] for class_index in old_classes)
-        stage["step"].append(record["step"])
-        stage["kept"].append(kept)
-        stage["coverage"].append(kept / record["unlabeled"] if record["unlabeled"] else None)
-        stage["precision"].append(record["correct"] / kept if kept else None)
-        stage["old_class_share"].append(on_old / kept if kept else None)
+        for name, value in (
+            ("step", record["step"]),
+            ("unlabeled", record["unlabeled"]),
+            ("kept", kept),
+            ("correct", record["correct"]),
+            ("on_old_classes", on_old),
+            ("coverage", kept / record["unlabeled"] if record["unlabeled"] else None),
+            ("precision", record["correct"] / kept if kept else None),
+            ("old_class_share", on_old / kept if kept else None),
+        ):
+            stage[name].append(value)
     return summary
