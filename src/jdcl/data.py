@@ -489,9 +489,11 @@ class TensorData:
         wanted = torch.as_tensor(list(classes), dtype=torch.int64)
         mask = torch.isin(self.labels, wanted)
         if not bool(mask.any()):
+            # One message for every split: the trainer subsets the training split, and the test split to evaluate.
             raise ValueError(
-                f"The task has no training examples: no example has a label in {list(classes)} (labels present: "
-                f"{torch.unique(self.labels).tolist()}). Choose a class order with classes present in the data."
+                f"No example of this split has a label in {list(classes)} (labels present: "
+                f"{torch.unique(self.labels).tolist()}), so a task of those classes has nothing to train or evaluate "
+                "on. Choose a --class_order of classes present in the data's training and test splits."
             )
         return TensorData(images=self.images[mask], labels=self.labels[mask])
 
