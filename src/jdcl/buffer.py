@@ -2,7 +2,7 @@
 generating it.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,11 +25,14 @@ class ReplayBuffer:
         images (`torch.Tensor`): uint8 `(N, C, H, W)`.
         labels (`torch.Tensor`): int64 `(N,)`.
         num_seen (`int`): Examples offered to the buffer so far (the reservoir policy's stream position).
+        fields (`dict[str, torch.Tensor]`, *optional*): A method's own values of each stored image, by name (e.g. the
+            logits the model gave it when it was stored), one row per image; kept and saved with it.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     num_seen: int = 0
+    fields: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.labels.numel()
@@ -48,7 +51,14 @@ class ReplayBuffer:
             "per_class": {str(c): int((self.labels == c).sum()) for c in self.labels.unique().tolist()},
         }
 
-    def updated(self, new: TensorData, capacity: int, policy: str, seed: int) -> "ReplayBuffer":
+    def updated(
+        self,
+        new: TensorData,
+        capacity: int,
+        policy: str,
+        seed: int,
+        new_fields: dict[str, torch.Tensor] | None = None,
+    ) -> "ReplayBuffer":
         r"""
         The buffer after a task's examples are offered to it.
 
@@ -60,39 +70,49 @@ class ReplayBuffer:
                 `"reservoir"`: reservoir sampling over the stream of examples, so every example seen so far is in the
                 buffer with the same probability.
             seed (`int`): Seeds the random choices (the same run keeps the same buffer).
+            new_fields (`dict[str, torch.Tensor]`, *optional*): The values of the buffer's `fields` for the task's
+                examples, one row per example; needed when the buffer has fields.
         """
         if policy not in BUFFER_POLICIES:
             raise ValueError(f"`buffer_policy` must be one of {list(BUFFER_POLICIES)}, got {policy!r}.")
+        new_fields = new_fields or {}
+        if len(self) and set(new_fields) != set(self.fields):
+            raise ValueError(
+                f"The buffer stores fields {sorted(self.fields)}; the new examples bring {sorted(new_fields)}."
+            )
         generator = torch.Generator().manual_seed(seed)
+        # Rows of the pool (the buffer, then the task's examples) to keep, in buffer order.
+        pool_labels = torch.cat([self.labels, new.labels])
         if policy == "reservoir":
-            images, labels = list(self.images), self.labels.tolist()
-            num_seen = self.num_seen
-            for image, label in zip(new.images, new.labels.tolist()):
-                if len(labels) < capacity:
-                    images.append(image)
-                    labels.append(label)
+            keep, num_seen = list(range(len(self))), self.num_seen
+            for row in range(len(self), len(pool_labels)):
+                if len(keep) < capacity:
+                    keep.append(row)
                 else:
                     slot = int(torch.randint(0, num_seen + 1, (1,), generator=generator))
                     if slot < capacity:
-                        images[slot], labels[slot] = image, label
+                        keep[slot] = row
                 num_seen += 1
-            return ReplayBuffer(torch.stack(images), torch.tensor(labels, dtype=torch.long), num_seen)
-
-        pool_images = torch.cat([self.images, new.images])
-        pool_labels = torch.cat([self.labels, new.labels])
-        classes = sorted(pool_labels.unique().tolist())
-        keep = []
-        for rank, class_index in enumerate(classes):
-            share = capacity // len(classes) + (1 if rank < capacity % len(classes) else 0)
-            members = (pool_labels == class_index).nonzero().flatten()
-            chosen = members[torch.randperm(len(members), generator=generator)[:share]]
-            keep.append(chosen.sort().values)
-        keep = torch.cat(keep)
-        return ReplayBuffer(pool_images[keep], pool_labels[keep], self.num_seen + len(new))
+            keep = torch.tensor(keep, dtype=torch.long)
+        else:
+            classes = sorted(pool_labels.unique().tolist())
+            chosen_rows = []
+            for rank, class_index in enumerate(classes):
+                share = capacity // len(classes) + (1 if rank < capacity % len(classes) else 0)
+                members = (pool_labels == class_index).nonzero().flatten()
+                chosen = members[torch.randperm(len(members), generator=generator)[:share]]
+                chosen_rows.append(chosen.sort().values)
+            keep, num_seen = torch.cat(chosen_rows), self.num_seen + len(new)
+        fields = {
+            name: torch.cat([self.fields[name], values])[keep] if len(self) else values[keep - len(self)]
+            for name, values in new_fields.items()
+        }
+        return ReplayBuffer(torch.cat([self.images, new.images])[keep], pool_labels[keep], num_seen, fields)
 
     def save(self, path: str | Path) -> None:
         """Writes the buffer to a safetensors file, atomically."""
         state = {"images": self.images.contiguous(), "labels": self.labels, "num_seen": torch.tensor(self.num_seen)}
+        state.update({f"field.{name}": values.contiguous() for name, values in self.fields.items()})
         with atomic_file(path) as temporary:
             save_file(state, temporary)
 
@@ -103,4 +123,5 @@ class ReplayBuffer:
             path,
             "The images it stored are lost: restore the file, or start the run again in a new --output_dir",
         )
-        return cls(images=state["images"], labels=state["labels"], num_seen=int(state["num_seen"]))
+        fields = {name.removeprefix("field."): values for name, values in state.items() if name.startswith("field.")}
+        return cls(images=state["images"], labels=state["labels"], num_seen=int(state["num_seen"]), fields=fields)

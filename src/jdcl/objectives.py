@@ -5,7 +5,8 @@ a stage computes only those), owns its teachers, its weights and its warm-up, an
 loss and its logged terms.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,8 @@ class StageOutputs:
             unlabelled images (semi-supervised stages; `noise_pred` is then of those images only, and `logits` of
             the weak views of the labelled ones).
         weak_logits (`torch.Tensor`, *optional*): Its logits of their weak views, without gradient.
+        fields (`dict[str, torch.Tensor]`, *optional*): A method's own values of the batch's buffer rows, by name
+            (see [`StageBatch.fields`]): the buffer's rows are the last `len(value)` rows of the batch.
     """
 
     noise_pred: torch.Tensor | None
@@ -48,6 +51,37 @@ class StageOutputs:
     step: int
     unlabeled_logits: torch.Tensor | None = None
     weak_logits: torch.Tensor | None = None
+    fields: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class StageObjective(Protocol):
+    r"""
+    What a stage trains against: any object with these members (the built-in objectives, or a method's own). The
+    stage runner computes the outputs it reads, moves it to the device, and calls it on every step.
+
+    Attributes:
+        predict_noise (`bool`): Whether it reads `StageOutputs.noise_pred`; a stage without it skips the decoder.
+        classify (`bool`): Whether it reads `StageOutputs.logits`; a stage without it skips the classifier.
+    """
+
+    @property
+    def predict_noise(self) -> bool: ...
+
+    @property
+    def classify(self) -> bool: ...
+
+    def to(
+        self,
+        device: torch.device | None,
+        memory_format: torch.memory_format = torch.contiguous_format,
+        compile_kwargs: dict | None = None,
+    ) -> "StageObjective":
+        r"""Puts its teachers (if any) on the stage's device, frozen and in eval mode; returns itself."""
+        ...
+
+    def __call__(self, outputs: StageOutputs) -> dict[str, torch.Tensor]:
+        r"""The step's `"loss"` (to minimise) and the terms to log, by name."""
+        ...
 
 
 @dataclass

@@ -27,16 +27,13 @@ from .atomic import replace_directory, write_json
 from .augment import TwoViewAugmentation
 from .compilation import compile_kwargs, memory_format
 from .models.joint_unet_2d import JointUNet2DModel
-from .objectives import DistillationObjective, JointForward, JointObjective, StageOutputs
+from .objectives import JointForward, StageObjective, StageOutputs
 from .schedulers import noise_scheduler_from_config
 from .stage_data import StageBatch, StageData
 
 
 logger = logging.getLogger(__name__)
 
-Objective = JointObjective | DistillationObjective
-# Where the run's count of stage steps is kept (in the checkpoint folder) for a resumed run.
-GLOBAL_STEP_NAME = "global_step.json"
 # What loading a checkpoint with a file cut short or overwritten raises: safetensors, torch's zip reader, pickle, JSON.
 DAMAGED_CHECKPOINT_ERRORS = (
     SafetensorError,
@@ -47,6 +44,8 @@ DAMAGED_CHECKPOINT_ERRORS = (
     ValueError,
     KeyError,
 )
+# Where the run's count of stage steps is kept (in the checkpoint folder) for a resumed run.
+GLOBAL_STEP_NAME = "global_step.json"
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,8 @@ class StageRunner:
         self.show_progress = show_progress and accelerator.is_local_main_process
         self.noise_scheduler = noise_scheduler_from_config(config)
         self.memory_format = memory_format(config.channels_last)
+        # Semi-supervised stages: the pseudo-labels of each task (by index), one record per logging interval.
+        self.pseudo_label_records: dict[int, list[dict]] = {}
         # Steps of the run's stages so far: each stage logs from there, so that logged steps never restart. A resumed
         # run continues the count its stages had reached (stages it does not train again are counted in it).
         self.global_step = 0
@@ -104,8 +105,6 @@ class StageRunner:
             global_step_path = Path(checkpoint_dir) / GLOBAL_STEP_NAME
             if global_step_path.is_file():
                 self.global_step = json.loads(global_step_path.read_text())["global_step"]
-        # Semi-supervised stages: the pseudo-labels of each task (by index), one record per logging interval.
-        self.pseudo_label_records: dict[int, list[dict]] = {}
 
     def stage_seed(self, task_index: int, stage: Stage, step: int) -> int:
         """The seed of one step's batch, noise and dropout, on this process."""
@@ -123,7 +122,7 @@ class StageRunner:
         model: JointUNet2DModel,
         data: StageData,
         num_steps: int,
-        objective: Objective,
+        objective: StageObjective,
         stage_seconds: dict[str, float] | None = None,
     ) -> JointUNet2DModel:
         r"""
@@ -135,7 +134,7 @@ class StageRunner:
             model ([`JointUNet2DModel`]): The model to train (trained in place).
             data ([`StageData`]): What batches are drawn from.
             num_steps (`int`): Optimizer steps.
-            objective (`JointObjective` or `DistillationObjective`): The loss, with its teachers.
+            objective ([`StageObjective`]): The loss, with its teachers (a built-in objective or a method's own).
             stage_seconds (`dict[str, float]`, *optional*): Where to add the stage's wall time under its name.
 
         Returns:
@@ -289,6 +288,7 @@ class StageRunner:
                             step=step,
                             unlabeled_logits=unlabeled_logits,
                             weak_logits=weak_logits,
+                            fields=batch.fields,
                         )
                     )
                 # 4. The update, then the EMA.
@@ -350,7 +350,7 @@ class StageRunner:
     def _count_pseudo_labels(
         self,
         counts: torch.Tensor | None,
-        objective: Objective,
+        objective: StageObjective,
         weak_logits: torch.Tensor,
         true_labels: torch.Tensor,
         model: JointUNet2DModel,

@@ -1,6 +1,7 @@
 """What a training stage samples from: real images, generated rehearsal, a replay buffer, unlabelled images."""
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,6 +23,9 @@ class StageBatch:
             (semi-supervised stages).
         unlabeled_labels (`torch.Tensor`, *optional*): `(B * ratio,)` their true labels, on the device, for measuring
             the pseudo-labels only: no loss reads them.
+        fields (`dict[str, torch.Tensor]`, *optional*): A method's own values of the rows drawn from the buffer, by
+            name (e.g. the logits stored with each image), on the device. The buffer's rows are the batch's last
+            `len(value)` rows.
     """
 
     images: torch.Tensor
@@ -29,6 +33,7 @@ class StageBatch:
     is_old: torch.Tensor
     unlabeled_images: torch.Tensor | None = None
     unlabeled_labels: torch.Tensor | None = None
+    fields: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class StageData:
@@ -44,6 +49,8 @@ class StageData:
         rehearsal ([`RehearsalSet`], *optional*): Generated images.
         buffer ([`TensorData`], *optional*): Stored real images of earlier classes (rehearsal, `is_old`).
         buffer_fraction (`float`, *optional*, defaults to 0.5): The share of every batch drawn from `buffer`.
+        buffer_fields (`Mapping[str, torch.Tensor]`, *optional*): A method's own values of each buffer image, by name
+            (one row per image of `buffer`); a batch carries those of its buffer rows in [`StageBatch.fields`].
         unlabeled ([`TensorData`], *optional*): The images the stage learns from without their labels (semi-supervised
             stages): every batch then comes with `unlabeled_batch_ratio` times as many of them. As in the authors'
             `dataloading/splitting/ssl_split.py`, this is all of the task's images, the labelled ones included. Their
@@ -59,6 +66,7 @@ class StageData:
         buffer_fraction: float = 0.5,
         unlabeled: TensorData | None = None,
         unlabeled_batch_ratio: int = 7,
+        buffer_fields: Mapping[str, torch.Tensor] | None = None,
     ):
         real = real if real is not None and len(real) else None
         rehearsal = rehearsal if rehearsal is not None and len(rehearsal) else None
@@ -75,6 +83,13 @@ class StageData:
         self.is_old = torch.cat(is_old)
         self.buffer = buffer if buffer is not None and len(buffer) else None
         self.buffer_fraction = buffer_fraction
+        self.buffer_fields = dict(buffer_fields or {}) if self.buffer is not None else {}
+        for name, values in self.buffer_fields.items():
+            if len(values) != len(self.buffer):
+                raise ValueError(
+                    f"The buffer field {name!r} has {len(values)} rows for {len(self.buffer)} buffer images; give one "
+                    "row per image."
+                )
         self.unlabeled = unlabeled if unlabeled is not None and len(unlabeled) else None
         self.unlabeled_batch_ratio = unlabeled_batch_ratio
 
@@ -97,6 +112,7 @@ class StageData:
                 images=torch.cat([batch.images, _to_float(self.buffer.images[indices], device)]),
                 labels=torch.cat([batch.labels, self.buffer.labels[indices].to(device)]),
                 is_old=torch.cat([batch.is_old, torch.ones(num_buffer, dtype=torch.bool)]),
+                fields={name: values[indices].to(device) for name, values in self.buffer_fields.items()},
             )
         if self.unlabeled is not None:
             indices = torch.randint(

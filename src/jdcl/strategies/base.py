@@ -111,10 +111,6 @@ class ContinualStrategy:
     options: ClassVar[tuple[StrategyOption, ...]] = ()
     # Whether its stages on real data learn from unlabelled images too (`--labeled_fraction`, `--labeled_per_class`).
     learns_from_unlabeled: ClassVar[bool] = True
-    # What the model card of each task says of the method, in one or two sentences.
-    card_description: ClassVar[str] = (
-        "A continual-learning method that learns each task starting from the model after the previous one."
-    )
     # Whether it learns old classes from generated rehearsal (`--replay_samples_per_class` must then be >= 1).
     rehearses: ClassVar[bool] = False
     # What the model card of each task says of the method, in one or two sentences.
@@ -206,11 +202,17 @@ class ContinualStrategy:
             return copy.deepcopy(previous)
         return self.new_model(self.config.seed if seed is None else seed)
 
-    def real_data(self, classes: list[int], buffer: TensorData | None = None) -> StageData:
-        """The real training images of `classes` (and their unlabelled images, semi-supervised), with a `buffer`."""
+    def real_data(
+        self, classes: list[int], buffer: TensorData | None = None, buffer_fields: dict | None = None
+    ) -> StageData:
+        r"""
+        The real training images of `classes` (and their unlabelled images, semi-supervised), with a `buffer` of
+        stored images (and the method's own values of each, `buffer_fields`: see [`StageData`]).
+        """
         return StageData(
             real=self.train_data.subset(classes),
             buffer=buffer,
+            buffer_fields=buffer_fields,
             unlabeled=self.unlabeled_data.subset(classes) if self.unlabeled_data is not None else None,
             unlabeled_batch_ratio=self.config.unlabeled_batch_ratio,
         )

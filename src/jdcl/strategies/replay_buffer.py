@@ -1,7 +1,11 @@
 """Experience replay, the buffer-based baseline: real images of earlier classes are stored and replayed."""
 
+import torch
+
 from ..buffer import BUFFER_POLICIES, ReplayBuffer
+from ..data import TensorData
 from ..models.joint_unet_2d import JointUNet2DModel
+from ..objectives import StageObjective
 from ..options import StrategyOption
 from ..stage import Stage
 from .base import ContinualStrategy, Task, register_strategy
@@ -21,10 +25,6 @@ class ReplayBufferStrategy(ContinualStrategy):
     """
 
     name = "replay_buffer"
-    card_description = (
-        "Experience replay: every batch is half the new classes' real data and half real images of earlier classes "
-        "from a buffer of stored images (`--buffer_size`)."
-    )
     card_description = (
         "Experience replay: every batch is half the new classes' real data and half real images of earlier classes "
         "from a buffer of stored images (`--buffer_size`)."
@@ -73,19 +73,37 @@ class ReplayBufferStrategy(ContinualStrategy):
             REPLAY,
             task.index,
             self.initial_model(previous),
-            self.real_data(task.new_classes, buffer=buffer.as_data() if len(buffer) else None),
+            self.real_data(task.new_classes, buffer.as_data() if len(buffer) else None, buffer.fields),
             self.task_steps(task),
-            self.local_objective(),
+            self.replay_objective(),
             task.stage_seconds,
         )
 
         # 3. The new task's examples are offered to the buffer; what it keeps is replayed from the next task on.
         buffer = buffer.updated(
-            new_data, config.buffer_size, config.buffer_policy, seed=config.seed * 1_000_003 + task.index
+            new_data,
+            config.buffer_size,
+            config.buffer_policy,
+            seed=config.seed * 1_000_003 + task.index,
+            new_fields=self.buffer_fields(model, new_data),
         )
         self.save_buffer(task.index, buffer)
         task.rehearsal = buffer.summary()
         return model
+
+    def replay_objective(self) -> StageObjective:
+        """The loss of the replay stage: the joint loss (FixMatch-style where labels are few)."""
+        return self.local_objective()
+
+    def buffer_fields(self, model: JointUNet2DModel, new_data: TensorData) -> dict[str, torch.Tensor]:
+        r"""
+        The method's own values of the task's examples, stored with the images the buffer keeps (none here).
+
+        Args:
+            model ([`JointUNet2DModel`]): The model after the task.
+            new_data ([`TensorData`]): The task's examples offered to the buffer.
+        """
+        return {}
 
     def buffer_path(self, task_index: int):
         return self.task_state_dir(task_index) / "buffer.safetensors"
