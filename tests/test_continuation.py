@@ -226,3 +226,24 @@ def test_a_pretrained_unet_trains_through_a_run(tmp_path):
     metrics = train_jdcl(tiny_config(tmp_path / "run", pretrained_unet=str(tmp_path / "ddpm"), num_tasks=2))
     assert len(metrics["accuracy_matrix"]) == 2
     assert JDCLPipeline.from_pretrained(tmp_path / "run" / "task-2").unet.config.num_classes == 10
+
+
+def test_a_checkpoint_without_recorded_tasks_or_matrix_is_continued(four_task_run, tmp_path, caplog):
+    uninterrupted, uninterrupted_metrics = four_task_run
+    # A task-3 pipeline as saved before pipelines recorded their tasks and accuracy matrix.
+    pipe = JDCLPipeline.from_pretrained(uninterrupted / "task-3")
+    pipe.register_to_config(tasks=None, accuracy_matrix=None)
+    pipe.save_pretrained(tmp_path / "old")
+    with caplog.at_level(logging.WARNING):
+        metrics = train_jdcl(
+            tiny_config(tmp_path / "run", num_tasks=1, pretrained_model_name_or_path=str(tmp_path / "old"))
+        )
+    assert any("records no accuracy matrix" in record.getMessage() for record in caplog.records)
+    # Its tasks come from its class order; its own row is measured again (the same model, the same test set), the rows
+    # before it are unknown.
+    assert metrics["tasks"] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    matrix = metrics["accuracy_matrix"]
+    assert matrix[0][0] is None and matrix[1][:2] == [None, None]
+    assert matrix[2] == uninterrupted_metrics["accuracy_matrix"][2]
+    assert matrix[3] == uninterrupted_metrics["accuracy_matrix"][3]
+    assert metrics["average_accuracy"] == uninterrupted_metrics["average_accuracy"]

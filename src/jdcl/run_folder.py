@@ -21,6 +21,7 @@ from pathlib import Path
 
 import filelock
 import PIL.Image
+from accelerate import PartialState
 
 from .atomic import atomic_directory, write_json
 from .config import add_missing_defaults
@@ -127,9 +128,10 @@ class RunFolder:
         )
 
     def _check_not_live(self) -> None:
-        # Said first: whatever else the folder holds, a second run must not touch it while the first is live.
+        # Said first: whatever else the folder holds, a second run must not touch it while the first is live. Only the
+        # main process asks: it takes the lock when it starts training, maybe before the others have checked.
         lock_path = self.path / LOCK_NAME
-        if not lock_path.is_file():
+        if not lock_path.is_file() or not PartialState().is_main_process:
             return
         probe = filelock.FileLock(lock_path, timeout=0)
         try:
@@ -233,7 +235,8 @@ class RunFolder:
     def write_metrics(self, metrics: dict, accuracy_matrix: AccuracyMatrix, title: str) -> None:
         """Writes `metrics.json` and redraws the accuracy-matrix heatmap."""
         write_json(metrics, self.path / METRICS_NAME)
-        plot_accuracy_matrix(accuracy_matrix.to_list(), self.path / "accuracy_matrix.png", title=title)
+        # The matrix itself, not its JSON form: an accuracy not measured is NaN there, null in JSON.
+        plot_accuracy_matrix(accuracy_matrix, self.path / "accuracy_matrix.png", title=title)
 
     def save_task(self, task_index: int, pipeline: JDCLPipeline, grid: PIL.Image.Image | None, model_card) -> Path:
         r"""
