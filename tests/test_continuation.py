@@ -247,3 +247,19 @@ def test_a_checkpoint_without_recorded_tasks_or_matrix_is_continued(four_task_ru
     assert matrix[2] == uninterrupted_metrics["accuracy_matrix"][2]
     assert matrix[3] == uninterrupted_metrics["accuracy_matrix"][3]
     assert metrics["average_accuracy"] == uninterrupted_metrics["average_accuracy"]
+
+
+def test_a_new_model_of_a_continued_run_has_the_checkpoint_s_architecture(four_task_run, tmp_path):
+    uninterrupted, _ = four_task_run
+    config = tiny_config(
+        tmp_path / "run",
+        num_tasks=1,
+        local_init="scratch",
+        pretrained_model_name_or_path=str(uninterrupted / "task-2"),
+        unet_config={**TINY_UNET, "block_out_channels": [8, 16], "norm_num_groups": 8, "attention_head_dim": 8},
+    )
+    trainer = ContinualTrainer(config)
+    checkpoint = trainer.checkpoint.model
+    fresh = trainer.new_model(seed=5)
+    assert fresh.config == checkpoint.config
+    assert not torch.equal(fresh.conv_in.weight, checkpoint.conv_in.weight)

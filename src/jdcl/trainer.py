@@ -6,16 +6,19 @@ learns each task from the model after the previous one.
 
 import copy
 import logging
+import math
 import time
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.models.unets.unet_2d import UNet2DModel
 from tqdm.auto import tqdm
 
 from .augment import TwoViewAugmentation
 from .compilation import compile_kwargs, dynamo_plugin
 from .config import JDCLTrainingConfig
+from .continuation import TaskCheckpoint, load_task_checkpoint, log_continuation
 from .data import (
     BUNDLED_DATASET_NAME,
     ClassificationData,
@@ -26,11 +29,11 @@ from .data import (
     prepare_tensors,
 )
 from .evaluation import TaskEvaluation, evaluate_seen_tasks
-from .hub import TaskHubUploader
+from .hub import TaskHubUploader, download_checkpoint
 from .labels import pseudo_label_summary, select_labeled
 from .metrics import AccuracyMatrix
 from .model_card import make_task_model_card
-from .models.joint_unet_2d import JointUNet2DModel
+from .models import JointUNet2DModel, joint_unet_from_unet2d
 from .pipelines.pipeline_jdcl import JDCLPipeline
 from .plotting import make_class_grid
 from .quality.task_quality import TaskQuality, quality_scalars
@@ -99,8 +102,16 @@ class ContinualTrainer:
 
         # Everything that can be wrong is checked here, before any training.
         self.data = data if data is not None else self._load_data()
-        self.class_order = resolve_class_order(config.class_order, self.data.class_names)
-        self.split = ClassIncrementalSplit.from_order(self.class_order, config.num_tasks)
+        # A published task checkpoint is continued; a pipeline saved by hand or a diffusers UNet starts task 1.
+        self.pretrained_model, self.checkpoint = self._load_pretrained_model()
+        if self.checkpoint is None:
+            self.class_order = resolve_class_order(config.class_order, self.data.class_names)
+            self.split = ClassIncrementalSplit.from_order(self.class_order, config.num_tasks)
+        else:
+            self.data = self.checkpoint.align_data(self.data, config.class_names_map)
+            self.split = self._continued_split(self.checkpoint)
+            self.class_order = self.split.all_classes
+        self.first_task = self.checkpoint.num_tasks if self.checkpoint is not None else 0
         STRATEGIES[config.strategy].check_classes(config, len(self.split.all_classes))
         # Semi-supervised: which training examples keep their labels (chosen once, seeded, class-balanced).
         self.labeled = self.train_labels = None
@@ -112,8 +123,13 @@ class ContinualTrainer:
                 per_class=config.labeled_per_class,
                 seed=config.seed,
             )
-        self.num_channels = infer_num_channels(self.data.train, self.data.image_column)
-        self.pretrained_model = self._load_pretrained_model()
+        # A pretrained model decides the channels: the images are converted to them.
+        model = self.pretrained_model if self.pretrained_model is not None else getattr(self.checkpoint, "model", None)
+        self.num_channels = (
+            model.config.in_channels
+            if model is not None
+            else infer_num_channels(self.data.train, self.data.image_column)
+        )
         self.identity = {**config.run_identity(), "class_order": self.class_order, "tasks": self.split.tasks}
         self.claims_folder = self.run_folder.check(self.identity, resume=config.resume_from_checkpoint is not None)
         self.run_folder.check_resume_target(config.resume_from_checkpoint)
@@ -166,29 +182,80 @@ class ContinualTrainer:
     def dataset_display_name(self) -> str:
         return self.config.dataset_name or self.config.train_data_dir or BUNDLED_DATASET_NAME
 
-    def _load_pretrained_model(self) -> JointUNet2DModel | None:
-        path = self.config.pretrained_model_name_or_path
-        if path is None:
-            return None
-        try:
-            model = JDCLPipeline.from_pretrained(path).unet
-        except OSError as error:
-            raise ValueError(f"--pretrained_model_name_or_path {path} could not be loaded: {error}") from None
-        expected = {"sample_size": self.config.resolution, "in_channels": self.num_channels}
-        expected["num_classes"] = self.data.num_classes
-        for key, value in expected.items():
-            if model.config[key] != value:
+    def _load_pretrained_model(self) -> tuple[JointUNet2DModel | None, TaskCheckpoint | None]:
+        r"""
+        What the run starts from: `(model the first task starts from, None)` for a pipeline saved by hand or a diffusers
+        UNet, `(None, checkpoint)` for a task checkpoint of a run, which this run continues; `(None, None)` when
+        neither is given.
+        """
+        config = self.config
+        if config.pretrained_unet is not None:
+            folder = download_checkpoint(config.pretrained_unet, flag="--pretrained_unet")
+            try:
+                unet = UNet2DModel.from_pretrained(folder, subfolder=config.pretrained_unet_subfolder)
+            except (OSError, ValueError) as error:
                 raise ValueError(
-                    f"The pretrained model {path} has {key}={model.config[key]} but this run needs {value} "
-                    f"({'--resolution' if key == 'sample_size' else 'the data set'}); pass --resolution "
-                    f"{model.config['sample_size']} or train from scratch."
+                    f"--pretrained_unet {config.pretrained_unet} holds no diffusers UNet2DModel"
+                    f"{f' in {config.pretrained_unet_subfolder}/' if config.pretrained_unet_subfolder else ''} ({error}); "
+                    "pass --pretrained_unet_subfolder unet for a pipeline folder."
+                ) from None
+            model = joint_unet_from_unet2d(
+                unet,
+                num_classes=self.data.num_classes,
+                classifier_hidden_dim=config.unet_config["classifier_hidden_dim"],
+                classifier_dropout=config.unet_config["classifier_dropout"],
+                seed=config.seed,
+            )
+            self._check_pretrained_size(model, f"--pretrained_unet {config.pretrained_unet}")
+            return model, None
+        if config.pretrained_model_name_or_path is None:
+            return None, None
+        path, revision = config.pretrained_model_name_or_path, config.pretrained_revision
+        source = f"{path}@{revision}" if revision is not None else path
+        model, checkpoint = load_task_checkpoint(download_checkpoint(path, revision), source)
+        self._check_pretrained_size(model, source)
+        if checkpoint is None:
+            if model.config.num_classes != self.data.num_classes:
+                raise ValueError(
+                    f"The pretrained model {source} has {model.config.num_classes} classes but the data set has "
+                    f"{self.data.num_classes}; start from a model of this data set's classes."
                 )
-        return model
+            return model, None
+        strategy = STRATEGIES[config.strategy]
+        if strategy.state_outside_checkpoint is not None:
+            raise ValueError(
+                f"`--strategy {config.strategy}` cannot continue the checkpoint {source}: it needs "
+                f"{strategy.state_outside_checkpoint}, which a published checkpoint does not hold. Continue it with "
+                "`--strategy jdcl` (or single_stage), or resume the original run from its own --output_dir."
+            )
+        if not strategy.keeps_old_classes:
+            logger.warning(
+                f"`--strategy {config.strategy}` does not rehearse: the classes {checkpoint.seen_classes} that "
+                f"{source} has learned will be forgotten."
+            )
+        return None, checkpoint
+
+    def _check_pretrained_size(self, model: JointUNet2DModel, source: str) -> None:
+        if model.config.sample_size != self.config.resolution:
+            raise ValueError(
+                f"The pretrained model {source} has sample_size={model.config.sample_size} but this run needs "
+                f"{self.config.resolution} (--resolution); pass --resolution {model.config.sample_size}."
+            )
+
+    def _continued_split(self, checkpoint: TaskCheckpoint) -> ClassIncrementalSplit:
+        """The checkpoint's tasks, then the new ones this run learns."""
+        config = self.config
+        class_order = None
+        if config.class_order is not None:
+            class_order = resolve_class_order(config.class_order, self.data.class_names)
+        new_tasks = checkpoint.new_tasks(class_order, config.num_tasks)
+        log_continuation(checkpoint, new_tasks)
+        return ClassIncrementalSplit(tasks=checkpoint.tasks + new_tasks)
 
     def new_model(self, seed: int) -> JointUNet2DModel:
         r"""
         A model for the first task (or a local model trained from scratch): a copy of the pretrained model when the
-        run has one, else a new model initialised from `seed`.
+        run has one, else a new model initialised from `seed` (of the continued checkpoint's architecture, if any).
 
         Args:
             seed (`int`): The seed of the initialisation.
@@ -196,6 +263,8 @@ class ContinualTrainer:
         if self.pretrained_model is not None:
             return copy.deepcopy(self.pretrained_model)
         torch.manual_seed(seed)
+        if self.checkpoint is not None:
+            return JointUNet2DModel.from_config(self.checkpoint.model.config)
         return JointUNet2DModel(
             sample_size=self.config.resolution,
             in_channels=self.num_channels,
@@ -307,7 +376,14 @@ class ContinualTrainer:
             metrics.setdefault("quality", {"tasks": {}})["extractors"] = self.quality.extractor_records
         accuracy_matrix = AccuracyMatrix(num_tasks=self.split.num_tasks)
         model = None
-        for task_index in range(self.split.num_tasks):
+        if self.checkpoint is not None:
+            # The continued run's matrix starts with the checkpoint's rows, so it reads as one run's.
+            model = self.checkpoint.model.to(accelerator.device).eval()
+            for row in self._checkpoint_rows(model):
+                accuracy_matrix.add_row(row)
+            if len(metrics["accuracy_seen"]) < self.first_task:
+                metrics["accuracy_seen"] = [None] * self.first_task
+        for task_index in range(self.first_task, self.split.num_tasks):
             # 1. A task an earlier run finished is loaded, not trained again.
             if resume and self.run_folder.has_task(task_index):
                 model = self._load_finished_task(task_index, metrics, accuracy_matrix)
@@ -370,13 +446,30 @@ class ContinualTrainer:
             accelerator.end_training()
         return final
 
+    def _checkpoint_rows(self, model: JointUNet2DModel) -> list[list[float]]:
+        r"""
+        The accuracy matrix rows of the continued checkpoint's tasks: as its run recorded them, or, for a checkpoint
+        that recorded none, its own accuracy measured now on this data set's test split (the earlier rows unknown).
+        """
+        num_tasks = self.checkpoint.num_tasks
+        if self.checkpoint.accuracy_matrix is not None:
+            return [row[: i + 1] for i, row in enumerate(self.checkpoint.accuracy_matrix[:num_tasks])]
+        logger.warning(
+            f"The checkpoint {self.checkpoint.source} records no accuracy matrix: its row is measured now, the rows "
+            "before it are unknown (NaN)."
+        )
+        measured = self._evaluate(model, num_tasks - 1).accuracy_per_task
+        return [[math.nan] * (i + 1) for i in range(num_tasks - 1)] + [measured]
+
     def _load_finished_task(self, task_index: int, metrics: dict, accuracy_matrix: AccuracyMatrix) -> JointUNet2DModel:
         task_dir = self.run_folder.task_dir(task_index)
         model = JDCLPipeline.from_pretrained(task_dir).unet.to(self.accelerator.device).eval()
         record = self.run_folder.read_task_record(task_index)
         key = str(task_index + 1)
         if task_index < len(metrics["accuracy_matrix"]) and task_index < len(metrics["accuracy_seen"]):
-            accuracy_matrix.add_row(metrics["accuracy_matrix"][task_index][: task_index + 1])
+            recorded = metrics["accuracy_matrix"][task_index][: task_index + 1]
+            # metrics.json writes an accuracy that was not measured (NaN) as null.
+            accuracy_matrix.add_row([math.nan if value is None else value for value in recorded])
         elif record is not None:
             # Killed between saving the task folder and writing metrics.json: its record says what it measured.
             accuracy_matrix.add_row(record["accuracy_per_task"])
@@ -453,13 +546,17 @@ class ContinualTrainer:
             self.run_folder.write_metrics(metrics, accuracy_matrix, title)
         return metrics
 
-    def task_pipeline(self, model: JointUNet2DModel, task_index: int) -> JDCLPipeline:
+    def task_pipeline(
+        self, model: JointUNet2DModel, task_index: int, accuracy_matrix: AccuracyMatrix | None = None
+    ) -> JDCLPipeline:
         r"""
-        The pipeline of `model` after task `task_index` (from 0), which records the run's classes.
+        The pipeline of `model` after task `task_index` (from 0), which records the run's classes, its tasks so far and
+        (given) its accuracy matrix so far: what a run that continues it reads.
 
         Args:
             model ([`JointUNet2DModel`]): The model after the task.
             task_index (`int`): The task, from 0.
+            accuracy_matrix ([`AccuracyMatrix`], *optional*): The run's matrix, filled up to the task.
         """
         pipeline = JDCLPipeline(
             unet=model,
@@ -469,6 +566,10 @@ class ContinualTrainer:
             seen_classes=self.split.classes_seen(task_index),
             task_index=task_index + 1,
             num_tasks=self.split.num_tasks,
+            tasks=self.split.tasks[: task_index + 1],
+            accuracy_matrix=None
+            if accuracy_matrix is None
+            else [row[: i + 1] for i, row in enumerate(accuracy_matrix.to_list()[: task_index + 1])],
         )
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
@@ -498,7 +599,7 @@ class ContinualTrainer:
         accuracy_seen: float | None = None,
     ) -> None:
         if self.accelerator.is_main_process:
-            pipeline = self.task_pipeline(model, task_index)
+            pipeline = self.task_pipeline(model, task_index, accuracy_matrix)
             grid = self._sample_grid(pipeline, task_index) if self.config.grid_samples_per_class > 0 else None
             card = make_task_model_card(
                 task_index=task_index + 1,

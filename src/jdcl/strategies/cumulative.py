@@ -13,6 +13,7 @@ class CumulativeStrategy(FinetuneStrategy):
         "Cumulative, the upper bound: each task trains on the real data of every class seen so far, which a "
         "continual method that keeps no data tries to approach."
     )
+    keeps_old_classes = True
 
     def training_classes(self, task: Task) -> list[int]:
         return task.seen_classes

@@ -17,6 +17,7 @@ class FinetuneStrategy(ContinualStrategy):
         "Finetune, the lower bound: each task trains on its own classes' real data only, with no rehearsal, so the "
         "model forgets earlier tasks."
     )
+    keeps_old_classes = False
 
     def training_classes(self, task: Task) -> list[int]:
         return task.new_classes

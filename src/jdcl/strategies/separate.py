@@ -24,12 +24,13 @@ class SeparateStrategy(ContinualStrategy):
     """
 
     name = "separate"
+    rehearses = True
     card_description = (
         "JDCL without joint modelling: a diffusion model generates the rehearsal and a classifier of the same "
         "architecture with its own weights (the model saved here) learns it, each trained and distilled as in JDCL."
     )
-    rehearses = True
     learns_from_unlabeled = False
+    state_outside_checkpoint = "its generator, which the published pipeline (its classifier) does not hold"
 
     def train_task(self, task: Task, previous: JointUNet2DModel | None) -> JointUNet2DModel:
         config = self.config
