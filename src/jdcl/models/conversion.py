@@ -60,4 +60,6 @@ def joint_unet_from_unet2d(
             f"The pretrained UNet's weights do not fit its own configuration (missing {missing[:5]}, unexpected "
             f"{unexpected[:5]}); the checkpoint is damaged or was saved by another class."
         )
-    return model.to(device=unet.device, dtype=unet.dtype)
+    if model.dtype != unet.dtype:
+        model = model.to(dtype=unet.dtype)
+    return model.to(device=unet.device)
