@@ -7,7 +7,9 @@ only in their strategy/ablation fields, so that one per-stage step budget and on
 - `finetune` (lower bound) and `cumulative` (upper bound);
 - `jdcl` (the library defaults: the paper's label-and-keep rehearsal from deterministic DDIM), `jdcl_guided`
   (classifier-guided sampling) and `jdcl_confident` (stochastic DDIM, keeping each class's most confident samples);
-- `no_distillation`, `single_stage` and `separate` (the paper's "without joint modelling").
+- `no_distillation`, `single_stage` and `separate` (the paper's "without joint modelling");
+- run when named (`--rows`): `replay_buffer` and `der` (DER++), each storing 500 real images, and `lwf` (Learning
+  without Forgetting), beside JDCL, which stores none.
 
 The data: mnist-10k, five tasks of two classes in label order. After each finished (row, seed) the results file is
 rewritten atomically; a rerun skips the pairs already recorded for the same budget, and a run killed mid-way continues
@@ -90,6 +92,10 @@ ROW_FIELDS = (
     "no_distillation",
     "buffer_size",
     "buffer_policy",
+    "der_alpha",
+    "der_beta",
+    "lwf_alpha",
+    "lwf_temperature",
     "labeled_fraction",
     "labeled_per_class",
     "unlabeled_batch_ratio",
@@ -120,6 +126,11 @@ ROWS: dict[str, dict[str, Any]] = {
 EXTRA_ROWS: dict[str, dict[str, Any]] = {
     # Rehearsal from DPM-Solver++ instead of DDIM, at the budget's steps.
     "jdcl_dpmsolver": {**_JDCL, "replay_scheduler": "dpmsolver++"},
+    # Methods that store real images (500, DER++'s usual buffer), beside JDCL, which stores none; and LwF, which
+    # stores and generates nothing.
+    "replay_buffer": {**_JDCL, "strategy": "replay_buffer", "buffer_size": 500},
+    "der": {**_JDCL, "strategy": "der", "buffer_size": 500},
+    "lwf": {**_JDCL, "strategy": "lwf"},
 }
 
 
