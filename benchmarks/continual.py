@@ -358,7 +358,7 @@ def in_distribution(run_dir: Path, config: JDCLTrainingConfig, data: Classificat
 def budget_differences(recorded: dict[str, Any], budget: dict[str, Any]) -> list[str]:
     r"""
     The fields in which a recorded budget differs from `budget`. A field the library gained after the recording counts
-    at its default, as the recorded runs ran with it (`jdcl.config.ADDED_FIELDS`).
+    at its default, as the recorded runs ran with it (`jdcl.config_schema.ADDED_FIELDS`).
 
     Args:
         recorded (`dict`): The budget a results file was recorded with.

@@ -139,7 +139,7 @@ def test_a_budget_recorded_before_a_field_was_added_still_matches(tmp_path, monk
     recorded = {name: value for name, value in budget.items() if name != "learning_rate"}
     # Until the library lists the field as added since, a budget without it is another budget.
     assert benchmark.budget_differences(recorded, budget) == ["learning_rate"]
-    monkeypatch.setattr("jdcl.config.ADDED_FIELDS", ("learning_rate",))
+    monkeypatch.setattr("jdcl.config_schema.ADDED_FIELDS", ("learning_rate",))
     assert benchmark.budget_differences(recorded, budget) == []
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"budget": recorded, "rows": {}}))

@@ -9,13 +9,22 @@ from typing import Any
 
 import yaml
 
+# `add_missing_defaults`, `normalize_legacy_keys` and `ADDED_FIELDS` are read from here by run folders and benchmarks.
+from .config_schema import (  # noqa: F401
+    ADDED_FIELDS,
+    FLOAT_RANGES,
+    INTEGER_RANGES,
+    LOCAL_INITS,
+    OPTIONAL_NUMBERS,
+    REPLAY_SAMPLERS,
+    REPLAY_SELECTIONS,
+    RUN_IDENTITY_EXCLUDED,
+    add_missing_defaults,
+    normalize_legacy_keys,
+)
 from .options import check_choice, check_number
-from .validation import check_run_settings, check_unet_config_types, load_yaml
+from .validation import check_run_settings, check_unet_config, check_unet_config_types, load_yaml
 
-
-LOCAL_INITS = ("global", "scratch")
-REPLAY_SAMPLERS = ("label", "guided")
-REPLAY_SELECTIONS = ("first", "confident")
 
 # The bundled demo's UNet: 8x8 inputs, three resolutions, attention at 4x4, 2x2 and in the mid block.
 DEFAULT_UNET_CONFIG = {
@@ -28,84 +37,6 @@ DEFAULT_UNET_CONFIG = {
     "dropout": 0.0,
     "classifier_hidden_dim": 256,
     "classifier_dropout": 0.1,
-}
-
-# The valid range of every number of the configuration, inclusive (`None`: unbounded).
-INTEGER_RANGES = {
-    "resolution": (1, None),
-    "num_tasks": (1, None),
-    "num_train_timesteps": (1, None),
-    "train_batch_size": (1, None),
-    "first_task_train_steps": (0, None),
-    "local_train_steps": (0, None),
-    "global_train_steps": (0, None),
-    "classification_warmup_steps": (0, None),
-    "replay_samples_per_class": (0, None),
-    "replay_inference_steps": (1, None),
-    "replay_batch_size": (1, None),
-    "eval_batch_size": (1, None),
-    "grid_samples_per_class": (0, None),
-    "grid_inference_steps": (1, None),
-    "quality_samples_per_class": (2, None),
-    "quality_referee_steps": (1, None),
-    "seed": (0, 2**32 - 1),
-    "checkpointing_steps": (1, None),
-    "checkpoints_total_limit": (1, None),
-    "labeled_per_class": (1, None),
-    "unlabeled_batch_ratio": (1, None),
-}
-# (low, high, whether low itself is allowed); every float must also be finite.
-FLOAT_RANGES = {
-    "beta_start": (0.0, 1.0, False),
-    "beta_end": (0.0, 1.0, False),
-    "learning_rate": (0.0, None, False),
-    "adam_beta1": (0.0, 1.0, True),
-    "adam_beta2": (0.0, 1.0, True),
-    "adam_weight_decay": (0.0, None, True),
-    "adam_epsilon": (0.0, None, False),
-    "max_grad_norm": (0.0, None, True),
-    "diffusion_loss_weight": (0.0, None, True),
-    "classification_loss_weight": (0.0, None, True),
-    "global_diffusion_loss_weight": (0.0, None, True),
-    "global_classification_loss_weight": (0.0, None, True),
-    "distillation_diffusion_weight": (0.0, None, True),
-    "distillation_classification_weight": (0.0, None, True),
-    "ema_decay": (0.0, 1.0, True),
-    "ema_power": (0.0, None, False),
-    "replay_guidance_scale": (0.0, None, True),
-    "replay_max_sampling_factor": (1.0, None, True),
-    "replay_eta": (0.0, 1.0, True),
-    "labeled_fraction": (0.0, 1.0, False),
-    "pseudo_label_threshold": (0.0, 1.0, False),
-}
-
-# Fields whose change makes an output folder hold "another run": resuming into it would mix two experiments.
-RUN_IDENTITY_EXCLUDED = {
-    "output_dir",
-    "resume_from_checkpoint",
-    "push_to_hub",
-    "hub_model_id",
-    "hub_token",
-    "hub_private_repo",
-    "logger",
-    "checkpointing_steps",
-    "checkpoints_total_limit",
-    "show_progress",
-    "cache_dir",
-    # Which images decode does not depend on it: a run with unreadable images runs only with it.
-    "skip_bad_images",
-    "replay_batch_size",
-    "eval_batch_size",
-    "dataloader_num_workers",
-    # How fast a run goes, not what it trains: a killed run may resume with or without them.
-    "adam_fused",
-    "channels_last",
-    "compile",
-    # Measuring quality leaves the training run as it is.
-    "quality_metrics",
-    "quality_samples_per_class",
-    "quality_dinov2_model",
-    "quality_referee_steps",
 }
 
 
@@ -323,7 +254,9 @@ class JDCLTrainingConfig:
             else:
                 value = config_field.default
             setattr(self, config_field.name, value)
-        self.strategy_options = _strategy_options(self.strategy, values)
+        from .strategies.base import strategy_option_values
+
+        self.strategy_options = strategy_option_values(self.strategy, values)
         self.__post_init__()
 
     def __getattr__(self, name: str) -> Any:
@@ -493,99 +426,6 @@ class JDCLTrainingConfig:
         return identity
 
 
-def normalize_legacy_keys(values: Mapping[str, Any]) -> dict[str, Any]:
-    r"""
-    Configuration values in today's keys: before methods were strategies, two ablations of "jdcl" were flags
-    (`single_stage: true` is now `strategy: single_stage`, `joint_modelling: false` is `strategy: separate`).
-
-    Args:
-        values (`Mapping[str, Any]`): Configuration values (a preset, a recorded `run_config.json` identity).
-    """
-    values = dict(values)
-    single_stage = values.pop("single_stage", False)
-    joint_modelling = values.pop("joint_modelling", True)
-    if single_stage and not joint_modelling:
-        raise ValueError("`single_stage` and `joint_modelling: false` cannot be combined; use one `strategy`.")
-    if (single_stage or not joint_modelling) and values.get("strategy", "jdcl") != "jdcl":
-        raise ValueError(
-            f"`single_stage` and `joint_modelling` were ablations of `strategy: jdcl`, not of {values['strategy']!r}."
-        )
-    if single_stage:
-        values["strategy"] = "single_stage"
-    elif not joint_modelling:
-        values["strategy"] = "separate"
-    return values
-
-
-# Numbers that may also be `None` (unset).
-OPTIONAL_NUMBERS = ("first_task_train_steps", "labeled_fraction", "labeled_per_class")
-# Fields added after runs were recorded without them; a record that lacks one ran with its default. (A method's
-# options need no entry: a record that lacks one of its method's options ran with the option's default.)
-ADDED_FIELDS = (
-    "labeled_fraction",
-    "labeled_per_class",
-    "unlabeled_batch_ratio",
-    "pseudo_label_threshold",
-    "replay_scheduler",
-    "pretrained_revision",
-    "class_names_map",
-    "pretrained_unet",
-    "pretrained_unet_subfolder",
-    "horizontal_flip",
-)
-
-
-def add_missing_defaults(recorded: Mapping[str, Any]) -> dict[str, Any]:
-    r"""
-    Recorded configuration values (a run folder's identity, a benchmark row) in today's keys, with the fields added
-    since at their defaults, so that a record of a run compares equal to the same run configured today.
-
-    Args:
-        recorded (`Mapping[str, Any]`): The recorded values.
-    """
-    from .strategies import STRATEGIES
-    from .strategies.base import registered_options
-
-    defaults = JDCLTrainingConfig().to_dict()
-    values = {**{name: defaults[name] for name in ADDED_FIELDS}, **normalize_legacy_keys(recorded)}
-    strategy = STRATEGIES.get(values.get("strategy", defaults["strategy"]))
-    if strategy is None:
-        return values
-    # Records hold the options of every method of their time: another method's option at its default meant nothing.
-    own, known = strategy.all_options(), registered_options()
-    values = {k: v for k, v in values.items() if k in own or k not in known or v != known[k].default}
-    return {**{name: option.default for name, option in own.items()}, **values}
-
-
-def _strategy_options(strategy: str, values: Mapping[str, Any]) -> dict[str, Any]:
-    r"""
-    The options of `strategy`: its own from `values`, at their defaults when not given. Refuses unknown keys, and
-    options of another method unless at their default.
-
-    Args:
-        strategy (`str`): The chosen method.
-        values (`Mapping[str, Any]`): The configuration values that are not fields.
-    """
-    from .strategies import STRATEGIES
-    from .strategies.base import registered_options
-
-    check_choice("strategy", strategy, sorted(STRATEGIES))
-    own, known = STRATEGIES[strategy].all_options(), registered_options()
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(
-            f"Unknown configuration keys {unknown}. Valid keys: {', '.join(JDCLTrainingConfig.field_names())}."
-        )
-    for name, value in values.items():
-        if name not in own and value != known[name].default:
-            owners = sorted(other for other, method in STRATEGIES.items() if name in method.all_options())
-            raise ValueError(
-                f"`--{name}` is an option of `--strategy {' / '.join(owners)}`; `--strategy {strategy}` has no such "
-                f"option. Drop it, or pass `--strategy {owners[0]}`."
-            )
-    return {name: values.get(name, option.default) for name, option in own.items()}
-
-
 def check_starting_point(config: "JDCLTrainingConfig") -> None:
     r"""
     Refuses pretrained-model settings that contradict each other or lack what they qualify.
@@ -613,53 +453,3 @@ def check_starting_point(config: "JDCLTrainingConfig") -> None:
         raise ValueError(
             f'`--class_names_map` must map class names to class names, e.g. \'{{"airplane": "plane"}}\', got {names_map!r}.'
         )
-
-
-def check_unet_config(unet_config: Mapping[str, Any], resolution: int) -> None:
-    r"""
-    Refuses a UNet description that diffusers would fail on deep inside, or that the resolution cannot go through.
-
-    Args:
-        unet_config (`Mapping[str, Any]`): The merged `--unet_config`.
-        resolution (`int`): The image side (`--resolution`).
-    """
-    allowed = _allowed_unet_config_keys()
-    unknown = sorted(set(unet_config) - allowed)
-    if unknown:
-        raise ValueError(f"Unknown `--unet_config` keys {unknown}; allowed: {sorted(allowed)}.")
-    channels = list(unet_config["block_out_channels"])
-    down, up = list(unet_config["down_block_types"]), list(unet_config["up_block_types"])
-    if not (len(channels) == len(down) == len(up)) or not channels:
-        raise ValueError(
-            f"`--unet_config` describes {len(channels)} levels in block_out_channels, {len(down)} down_block_types and "
-            f"{len(up)} up_block_types; give one entry per level in each (the default has {len(DEFAULT_UNET_CONFIG['down_block_types'])})."
-        )
-    for key in ("norm_num_groups", "attn_norm_num_groups"):
-        groups = unet_config.get(key)
-        if groups is not None and any(c % groups for c in channels):
-            raise ValueError(
-                f"`--unet_config` {key}={groups} does not divide every block_out_channels {channels}; choose a "
-                "number of groups that divides each."
-            )
-    head_dim = unet_config.get("attention_head_dim")
-    attention_channels = [c for c, block in zip(channels, down) if "Attn" in block] + [channels[-1]]
-    if head_dim is not None and any(c % head_dim for c in attention_channels):
-        raise ValueError(
-            f"`--unet_config` attention_head_dim={head_dim} does not divide the channels of every attention block "
-            f"{attention_channels}; choose one that does."
-        )
-    downsamplings = len(channels) - 1
-    if resolution % 2**downsamplings:
-        raise ValueError(
-            f"`--resolution {resolution}` cannot be halved {downsamplings} times by the {len(channels)}-level UNet; "
-            f"pass a multiple of {2**downsamplings} (or fewer levels in `--unet_config`)."
-        )
-
-
-def _allowed_unet_config_keys() -> set[str]:
-    import inspect
-
-    from .models.joint_unet_2d import JointUNet2DModel
-
-    parameters = set(inspect.signature(JointUNet2DModel.__init__).parameters) - {"self"}
-    return parameters - {"sample_size", "in_channels", "out_channels", "num_classes"}

@@ -123,3 +123,54 @@ def check_run_settings(config) -> None:
             f"`--replay_samples_per_class 0` leaves `--strategy {config.strategy}` nothing to rehearse old classes "
             "with; pass a quota of at least 1 (the presets: 100 to 400), or choose a method that does not rehearse."
         )
+
+
+def check_unet_config(unet_config: Mapping[str, Any], resolution: int) -> None:
+    r"""
+    Refuses a UNet description that diffusers would fail on deep inside, or that the resolution cannot go through.
+
+    Args:
+        unet_config (`Mapping[str, Any]`): The merged `--unet_config`.
+        resolution (`int`): The image side (`--resolution`).
+    """
+    from .config import DEFAULT_UNET_CONFIG
+
+    default_levels = DEFAULT_UNET_CONFIG["down_block_types"]
+    allowed = _allowed_unet_config_keys()
+    unknown = sorted(set(unet_config) - allowed)
+    if unknown:
+        raise ValueError(f"Unknown `--unet_config` keys {unknown}; allowed: {sorted(allowed)}.")
+    channels = list(unet_config["block_out_channels"])
+    down, up = list(unet_config["down_block_types"]), list(unet_config["up_block_types"])
+    if not (len(channels) == len(down) == len(up)) or not channels:
+        raise ValueError(
+            f"`--unet_config` describes {len(channels)} levels in block_out_channels, {len(down)} down_block_types and "
+            f"{len(up)} up_block_types; give one entry per level in each (the default has {len(default_levels)})."
+        )
+    for key in ("norm_num_groups", "attn_norm_num_groups"):
+        groups = unet_config.get(key)
+        if groups is not None and any(c % groups for c in channels):
+            raise ValueError(
+                f"`--unet_config` {key}={groups} does not divide every block_out_channels {channels}; choose a "
+                "number of groups that divides each."
+            )
+    head_dim = unet_config.get("attention_head_dim")
+    attention_channels = [c for c, block in zip(channels, down) if "Attn" in block] + [channels[-1]]
+    if head_dim is not None and any(c % head_dim for c in attention_channels):
+        raise ValueError(
+            f"`--unet_config` attention_head_dim={head_dim} does not divide the channels of every attention block "
+            f"{attention_channels}; choose one that does."
+        )
+    downsamplings = len(channels) - 1
+    if resolution % 2**downsamplings:
+        raise ValueError(
+            f"`--resolution {resolution}` cannot be halved {downsamplings} times by the {len(channels)}-level UNet; "
+            f"pass a multiple of {2**downsamplings} (or fewer levels in `--unet_config`)."
+        )
+
+
+def _allowed_unet_config_keys() -> set[str]:
+    from .models.joint_unet_2d import JointUNet2DModel
+
+    parameters = set(inspect.signature(JointUNet2DModel.__init__).parameters) - {"self"}
+    return parameters - {"sample_size", "in_channels", "out_channels", "num_classes"}

@@ -3,10 +3,10 @@
 import copy
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from accelerate import Accelerator
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -15,7 +15,7 @@ from ..atomic import atomic_directory, write_json
 from ..data import TensorData
 from ..models.joint_unet_2d import JointUNet2DModel
 from ..objectives import FixMatchObjective, JointObjective
-from ..options import StrategyOption
+from ..options import StrategyOption, check_choice
 from ..rehearsal import RehearsalSampler, RehearsalSet, RehearsalSource
 from ..stage import StageRunner
 from ..stage_data import StageData
@@ -55,6 +55,34 @@ def register_strategy(strategy_class: type["ContinualStrategy"]) -> type["Contin
 def registered_options() -> dict[str, StrategyOption]:
     """The options of every registered method, by name (a method shares the declarations it inherits or imports)."""
     return {name: option for strategy in STRATEGIES.values() for name, option in strategy.all_options().items()}
+
+
+def strategy_option_values(strategy: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    r"""
+    The option values of the configuration of a run of `strategy`: its own from `values`, at their defaults when not given. Refuses unknown keys, and
+    options of another method unless at their default.
+
+    Args:
+        strategy (`str`): The chosen method.
+        values (`Mapping[str, Any]`): The configuration values that are not fields.
+    """
+    from ..config import JDCLTrainingConfig
+
+    check_choice("strategy", strategy, sorted(STRATEGIES))
+    own, known = STRATEGIES[strategy].all_options(), registered_options()
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(
+            f"Unknown configuration keys {unknown}. Valid keys: {', '.join(JDCLTrainingConfig.field_names())}."
+        )
+    for name, value in values.items():
+        if name not in own and value != known[name].default:
+            owners = sorted(other for other, method in STRATEGIES.items() if name in method.all_options())
+            raise ValueError(
+                f"`--{name}` is an option of `--strategy {' / '.join(owners)}`; `--strategy {strategy}` has no such "
+                f"option. Drop it, or pass `--strategy {owners[0]}`."
+            )
+    return {name: values.get(name, option.default) for name, option in own.items()}
 
 
 @dataclass
