@@ -237,3 +237,90 @@ def test_two_cpu_processes(tmp_path):
 def test_quality_extractors_are_given_comma_separated():
     config = parse_config(["--quality_metrics", "referee, dinov2", "--quality_samples_per_class", "50"])
     assert config.quality_metrics == ["referee", "dinov2"] and config.quality_samples_per_class == 50
+
+
+# ------------------------------------------------------------------------------- --help, presets, entry point
+
+
+def test_help_shows_every_flag_with_its_docstring_and_default_in_its_group(capsys):
+    import dataclasses
+    import re
+
+    from jdcl.cli import FLAG_GROUPS, build_parser, field_descriptions
+    from jdcl.strategies.base import registered_options
+
+    fields = [f.name for f in dataclasses.fields(JDCLTrainingConfig)]
+    descriptions = field_descriptions()
+    # One source: every field is documented in the configuration's docstring, and belongs to exactly one group.
+    assert set(descriptions) >= set(fields), sorted(set(fields) - set(descriptions))
+    grouped = [name for names in FLAG_GROUPS.values() for name in names]
+    assert sorted(grouped) == sorted(fields)
+    assert {"data", "model", "method", "rehearsal", "semi-supervised", "quality", "speed", "outputs", "Hub"} <= set(
+        FLAG_GROUPS
+    )
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    # Compared without whitespace: the help wraps lines, at hyphens too.
+    text = re.sub(r"\s+", "", capsys.readouterr().out)
+    defaults = JDCLTrainingConfig().to_dict(include_secrets=True)
+    for name in fields:
+        assert f"--{name}" in text, name
+        if name != "hub_token":
+            assert re.sub(r"\s+", "", descriptions[name]) in text, name
+        shown = json.dumps(defaults[name]) if isinstance(defaults[name], (dict, list)) else str(defaults[name])
+        shown = re.escape(re.sub(r"\s+", "", shown))
+        assert re.search(rf"--{name}(?![a-z_]).*?\(default:{shown}\)", text), name
+    for name, option in registered_options().items():
+        assert f"--{name}" in text and re.sub(r"\s+", "", option.help) in text
+        assert f"(default:{option.default})" in text
+    # The groups are sections of the help, in order.
+    positions = [text.index(f"{group}:--") for group in FLAG_GROUPS]
+    assert positions == sorted(positions)
+
+
+def test_report_to_is_the_logger_flag():
+    assert parse_config(["--report_to", "none"]).logger == "none"
+    assert parse_config(["--logger", "none"]).logger == "none"
+
+
+def test_a_shipped_preset_is_found_by_name_and_a_path_still_works(tmp_path):
+    from jdcl.config import PRESETS_DIR
+
+    by_name = parse_config(["--config", "cifar10", "--num_tasks", "2"])
+    by_path = parse_config(["--config", str(REPO_ROOT / "examples" / "configs" / "cifar10.yaml"), "--num_tasks", "2"])
+    assert by_name == by_path and by_name.train_batch_size == 256 and by_name.num_tasks == 2
+    # examples/configs is the package's presets folder itself: one copy, that cannot drift.
+    assert (REPO_ROOT / "examples" / "configs").resolve() == PRESETS_DIR.resolve()
+    with pytest.raises(ValueError, match="shipped preset: cifar10, cifar100_10t"):
+        parse_config(["--config", "cifar11"])
+
+
+def test_the_package_declares_the_entry_point_and_ships_the_presets():
+    import ast
+
+    setup_call = next(
+        node
+        for node in ast.walk(ast.parse((REPO_ROOT / "setup.py").read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "setup"
+    )
+    arguments = {keyword.arg: ast.literal_eval(keyword.value) for keyword in setup_call.keywords if keyword.arg in (
+        "entry_points", "package_data"
+    )}  # fmt: skip
+    assert arguments["entry_points"]["console_scripts"] == ["jdcl-train=jdcl.cli:main"]
+    assert "presets/*.yaml" in arguments["package_data"]["jdcl"]
+    import jdcl.cli
+
+    assert callable(jdcl.cli.main)
+
+
+@pytest.mark.parametrize("argv", [["--hub_token", "hf_secret"], ["--num_tasks", "2", "--hub_token=hf_secret"]])
+def test_a_token_flag_is_refused_before_anything_runs(argv, monkeypatch):
+    from jdcl import cli
+
+    # The refusal comes before the parser or the trainer sees the arguments.
+    monkeypatch.setattr(cli, "build_parser", lambda: pytest.fail("the parser ran"))
+    with pytest.raises(SystemExit) as error:
+        cli.main(argv)
+    assert "HF_TOKEN" in str(error.value) and "huggingface-cli login" in str(error.value)
+    assert "hf_secret" not in str(error.value)

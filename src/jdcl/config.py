@@ -26,6 +26,9 @@ from .options import check_choice, check_number
 from .validation import check_run_settings, check_unet_config, check_unet_config_types, load_yaml
 
 
+# The presets shipped with the package: `--config NAME` loads `PRESETS_DIR / "NAME.yaml"`.
+PRESETS_DIR = Path(__file__).parent / "presets"
+
 # The bundled demo's UNet: 8x8 inputs, three resolutions, attention at 4x4, 2x2 and in the mid block.
 DEFAULT_UNET_CONFIG = {
     "block_out_channels": [32, 64, 64],
@@ -78,7 +81,10 @@ class JDCLTrainingConfig:
         beta_end (`float`): Last beta of the linear schedule.
         train_batch_size (`int`): Batch size per process.
         learning_rate (`float`): AdamW learning rate, constant (no schedule, as in the paper).
-        adam_beta1 (`float`), adam_beta2 (`float`), adam_weight_decay (`float`), adam_epsilon (`float`): AdamW.
+        adam_beta1 (`float`): AdamW's first-moment decay.
+        adam_beta2 (`float`): AdamW's second-moment decay.
+        adam_weight_decay (`float`): AdamW's decoupled weight decay.
+        adam_epsilon (`float`): AdamW's epsilon.
         max_grad_norm (`float`): Gradient clipping norm; 0 disables clipping.
         mixed_precision (`str`): "no", "fp16" or "bf16" (passed to accelerate).
         gradient_checkpointing (`bool`): Trade compute for memory in the UNet.
@@ -149,7 +155,7 @@ class JDCLTrainingConfig:
         checkpointing_steps (`int`): Save an accelerate checkpoint every this many steps of a stage.
         checkpoints_total_limit (`int`): Keep at most this many checkpoints per stage.
         resume_from_checkpoint (`str`, *optional*): "latest" (or a checkpoint path) continues a killed run.
-        logger (`str`): "tensorboard", "wandb", "all" or "none".
+        logger (`str`): The tracker: "tensorboard", "wandb", "all" or "none" (`--report_to` is the same flag).
         push_to_hub (`bool`): Push every task to the Hub (branch `task-K` and `main`).
         hub_model_id (`str`, *optional*): The Hub repo; `<output_dir name>` when `None`.
         hub_token (`str`, *optional*): A Hub token; prefer `huggingface-cli login`. Never logged nor written.
@@ -381,12 +387,17 @@ class JDCLTrainingConfig:
         Loads a YAML or JSON preset; `overrides` win over the file.
 
         Args:
-            path (`str` or `Path`): The preset file.
+            path (`str` or `Path`): The preset file, or the name of a preset shipped with jdcl (`"cifar10"`: see
+                `jdcl/presets/`, which `examples/configs/` links to).
             overrides: Field values that replace the file's.
         """
         path = Path(path)
+        shipped = PRESETS_DIR / f"{path}.yaml"
+        if not path.is_file() and path.suffix == "" and shipped.is_file():
+            path = shipped
         if not path.is_file():
-            raise ValueError(f"Config file {path} does not exist; see examples/configs/ for the presets.")
+            names = ", ".join(sorted(preset.stem for preset in PRESETS_DIR.glob("*.yaml")))
+            raise ValueError(f"Config file {path} does not exist; pass a YAML/JSON file or a shipped preset: {names}.")
         try:
             values = load_yaml(path.read_text()) or {}
         except yaml.YAMLError as error:
