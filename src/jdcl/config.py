@@ -23,7 +23,13 @@ from .config_schema import (  # noqa: F401
     normalize_legacy_keys,
 )
 from .options import check_choice, check_number
-from .validation import check_run_settings, check_unet_config, check_unet_config_types, load_yaml
+from .validation import (
+    check_run_settings,
+    check_starting_point,
+    check_unet_config,
+    check_unet_config_types,
+    load_yaml,
+)
 
 
 # The presets shipped with the package: `--config NAME` loads `PRESETS_DIR / "NAME.yaml"`.
@@ -409,13 +415,7 @@ class JDCLTrainingConfig:
                 f"Config file {path} holds a `hub_token`: a token does not belong in a file. Remove it and log in with "
                 "`huggingface-cli login` or set HF_TOKEN."
             )
-        values = normalize_legacy_keys(values)
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise ValueError(
-                f"Unknown configuration keys {unknown} in {path}. Valid keys: {', '.join(cls.field_names())}."
-            )
-        return cls.from_dict({**values, **overrides}, source=str(path))
+        return cls.from_dict({**normalize_legacy_keys(values), **overrides}, source=str(path))
 
     def to_dict(self, include_secrets: bool = False) -> dict[str, Any]:
         r"""
@@ -435,32 +435,3 @@ class JDCLTrainingConfig:
         # Resolved: what `None` stands for has changed before, and an identity must say what the run trains.
         identity["first_task_train_steps"] = self.total_first_task_steps
         return identity
-
-
-def check_starting_point(config: "JDCLTrainingConfig") -> None:
-    r"""
-    Refuses pretrained-model settings that contradict each other or lack what they qualify.
-
-    Args:
-        config ([`JDCLTrainingConfig`]): The configuration.
-    """
-    if config.pretrained_model_name_or_path is not None and config.pretrained_unet is not None:
-        raise ValueError(
-            "Pass either `--pretrained_model_name_or_path` (a JDCL pipeline, continued or started from) or "
-            "`--pretrained_unet` (a diffusers UNet given a new classifier head), not both."
-        )
-    qualifiers = {
-        "pretrained_revision": "pretrained_model_name_or_path",
-        "class_names_map": "pretrained_model_name_or_path",
-        "pretrained_unet_subfolder": "pretrained_unet",
-    }
-    for name, needs in qualifiers.items():
-        if getattr(config, name) is not None and getattr(config, needs) is None:
-            raise ValueError(f"`--{name}` qualifies `--{needs}`, which is not given; pass it or drop `--{name}`.")
-    names_map = config.class_names_map
-    if names_map is not None and (
-        not isinstance(names_map, dict) or not all(isinstance(v, str) for v in [*names_map, *names_map.values()])
-    ):
-        raise ValueError(
-            f'`--class_names_map` must map class names to class names, e.g. \'{{"airplane": "plane"}}\', got {names_map!r}.'
-        )

@@ -174,3 +174,32 @@ def _allowed_unet_config_keys() -> set[str]:
 
     parameters = set(inspect.signature(JointUNet2DModel.__init__).parameters) - {"self"}
     return parameters - {"sample_size", "in_channels", "out_channels", "num_classes"}
+
+
+def check_starting_point(config) -> None:
+    r"""
+    Refuses pretrained-model settings that contradict each other or lack what they qualify.
+
+    Args:
+        config ([`JDCLTrainingConfig`]): The configuration.
+    """
+    if config.pretrained_model_name_or_path is not None and config.pretrained_unet is not None:
+        raise ValueError(
+            "Pass either `--pretrained_model_name_or_path` (a JDCL pipeline, continued or started from) or "
+            "`--pretrained_unet` (a diffusers UNet given a new classifier head), not both."
+        )
+    qualifiers = {
+        "pretrained_revision": "pretrained_model_name_or_path",
+        "class_names_map": "pretrained_model_name_or_path",
+        "pretrained_unet_subfolder": "pretrained_unet",
+    }
+    for name, needs in qualifiers.items():
+        if getattr(config, name) is not None and getattr(config, needs) is None:
+            raise ValueError(f"`--{name}` qualifies `--{needs}`, which is not given; pass it or drop `--{name}`.")
+    names_map = config.class_names_map
+    if names_map is not None and (
+        not isinstance(names_map, dict) or not all(isinstance(v, str) for v in [*names_map, *names_map.values()])
+    ):
+        raise ValueError(
+            f'`--class_names_map` must map class names to class names, e.g. \'{{"airplane": "plane"}}\', got {names_map!r}.'
+        )
