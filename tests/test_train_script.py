@@ -324,3 +324,24 @@ def test_a_token_flag_is_refused_before_anything_runs(argv, monkeypatch):
         cli.main(argv)
     assert "HF_TOKEN" in str(error.value) and "huggingface-cli login" in str(error.value)
     assert "hf_secret" not in str(error.value)
+
+
+def test_a_method_kept_in_another_package_is_registered_by_its_entry_point(tmp_path):
+    # An installed package (its module and its dist-info with a `jdcl.strategies` entry point) holding the example
+    # method of examples/methods/, as `pip install` of a user's own repository leaves it.
+    shutil.copy(REPO_ROOT / "examples" / "methods" / "smooth_finetune.py", tmp_path / "smooth_finetune.py")
+    dist_info = tmp_path / "my_methods-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-methods\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text("[jdcl.strategies]\nsmooth_finetune = smooth_finetune\n")
+    env = script_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    flags = ["--strategy", "smooth_finetune", "--label_smoothing", "0.2", "--output_dir", str(tmp_path / "run")]
+    flags += [*TINY_FLAGS, "--local_train_steps", "2", "--global_train_steps", "2"]
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *flags], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "Final average accuracy" in result.stdout
+    recorded = json.loads((tmp_path / "run" / "run_config.json").read_text())["identity"]
+    assert recorded["strategy"] == "smooth_finetune" and recorded["label_smoothing"] == 0.2

@@ -1,17 +1,27 @@
 """Continual-learning methods, one file each; `--strategy NAME` picks one by its registered name.
 
 Every module of this package is imported here, so a method added as a new file with `@register_strategy` is
-available with no other change.
+available with no other change. A method kept in another package is registered by importing its module, which
+happens here for every module a package names in its `jdcl.strategies` entry points:
+
+    entry_points={"jdcl.strategies": ["my_method = my_package.my_method"]}
 """
 
 import importlib
+import importlib.metadata
 import pkgutil
 
+from ..options import StrategyOption
 from .base import STRATEGIES, ContinualStrategy, Task, register_strategy
 
 
+# The group of the entry points that name modules of methods kept outside this package.
+ENTRY_POINT_GROUP = "jdcl.strategies"
+
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
+for _entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    _entry_point.load()
 
 
-__all__ = ["STRATEGIES", "ContinualStrategy", "Task", "register_strategy"]
+__all__ = ["STRATEGIES", "ContinualStrategy", "StrategyOption", "Task", "register_strategy"]
