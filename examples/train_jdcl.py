@@ -8,13 +8,8 @@ Every flag is a field of `jdcl.config.JDCLTrainingConfig` (`--help` lists them);
 `jdcl.cli.main`.
 """
 
-import os
 import sys
 
-
-# Before torch loads OpenMP: its default busy-waiting threads slow a step up to 50x whenever another process shares
-# the cores (measured on 2 cores beside one busy process: 6.1 s against 0.13 s per demo training step).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Run from a checkout without installing: the library lives in src/.
 try:

@@ -13,23 +13,16 @@ import dataclasses
 import inspect
 import json
 import logging
-import os
 import re
 import sys
 import types
 import typing
 
+import torch
 
-# Before torch loads OpenMP (when this module is the first to import it): its default busy-waiting threads slow a step
-# up to 50x whenever another process shares the cores (measured on 2 cores beside one busy process: 6.1 s against
-# 0.13 s per demo training step).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import torch  # noqa: E402
-
-from .config import JDCLTrainingConfig  # noqa: E402
-from .strategies import STRATEGIES  # noqa: E402
-from .strategies.base import registered_options  # noqa: E402
+from .config import JDCLTrainingConfig
+from .strategies import STRATEGIES
+from .strategies.base import registered_options
 
 
 # The sections of `--help`, each with its fields; a method's options join "method".
