@@ -25,11 +25,6 @@ class JDCLStrategy(ContinualStrategy):
     """
 
     name = "jdcl"
-    card_description = (
-        "JDCL: after the first task, a local model learns the new classes' real data; the global model then learns "
-        "generated rehearsal alone (old classes sampled by the previous model, new ones by the local model), "
-        "distilled from both. No real image of an earlier task is kept."
-    )
     rehearses = True
     card_description = (
         "JDCL: after the first task, a local model learns the new classes' real data; the global model then learns "
