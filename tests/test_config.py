@@ -135,7 +135,7 @@ def test_every_registered_strategy_is_a_choice_with_its_options():
         assert config.strategy == name
         # Its options and no other method's are attributes, keys of its dict and part of its identity.
         assert set(config.strategy_options) == set(strategy.all_options())
-        for option_name, option in strategy.all_options().items():
+        for option_name in strategy.all_options():
             assert getattr(config, option_name) == config.run_identity()[option_name]
             assert option_name in JDCLTrainingConfig.field_names()
         others = set(JDCLTrainingConfig.field_names()) - set(JDCLTrainingConfig.field_names(include_options=False))
