@@ -17,6 +17,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers
 from diffusers.models.unets.unet_2d import UNet2DModel, UNet2DOutput
 
 from .classifier_head import JointClassifierHead
+from .inputs import check_sample
 from .modeling_outputs import JointUNet2DEncoderOutput, JointUNet2DOutput
 
 
@@ -171,32 +172,6 @@ class JointUNet2DModel(UNet2DModel):
             feature_dim += self.config.block_out_channels[-1]
         return feature_dim
 
-    def _check_sample(self, sample: torch.Tensor, name: str, require_sample_size: bool) -> None:
-        if sample.ndim != 4:
-            raise ValueError(
-                f"`{name}` must be a 4D tensor (batch, channels, height, width), got shape {tuple(sample.shape)}."
-            )
-        if sample.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"`{name}` has {sample.shape[1]} channels but the model expects {self.config.in_channels}; convert the "
-                f"images to {'grayscale' if self.config.in_channels == 1 else f'{self.config.in_channels} channels'} first."
-            )
-        height, width = sample.shape[-2:]
-        factor = 2 ** (len(self.config.block_out_channels) - 1)
-        if height % factor or width % factor:
-            raise ValueError(
-                f"`{name}` is {height}x{width}, but this UNet halves the resolution {len(self.config.block_out_channels) - 1}"
-                f" times, so height and width must be multiples of {factor}; resize the images."
-            )
-        sample_size = self.config.sample_size
-        if require_sample_size and sample_size is not None:
-            expected = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
-            if (height, width) != expected:
-                raise ValueError(
-                    f"`{name}` is {height}x{width} but the classifier was built for {expected[0]}x{expected[1]} images;"
-                    f" resize the images to {expected[0]}x{expected[1]}."
-                )
-
     def _embed_timesteps(
         self, sample: torch.Tensor, timestep: torch.Tensor | float | int, class_labels: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -350,7 +325,7 @@ class JointUNet2DModel(UNet2DModel):
         Returns:
             [`~models.unets.unet_2d.UNet2DOutput`] or `tuple`.
         """
-        self._check_sample(sample, "sample", require_sample_size=False)
+        check_sample(self.config, sample, "sample", require_sample_size=False)
         encoder_output = self.encode(sample, timestep, class_labels)
         sample = self.decode(encoder_output)
 
@@ -370,7 +345,7 @@ class JointUNet2DModel(UNet2DModel):
         Returns:
             `torch.Tensor` of shape `(batch, num_classes)`: the logits over every class of the run.
         """
-        self._check_sample(images, "images", require_sample_size=True)
+        check_sample(self.config, images, "images", require_sample_size=True)
         timesteps = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
         encoder_output = self.encode(images, timesteps, class_labels)
         features = self.pool_features(encoder_output)
@@ -405,8 +380,8 @@ class JointUNet2DModel(UNet2DModel):
         Returns:
             [`JointUNet2DOutput`] or `tuple`: the noise prediction and the logits.
         """
-        self._check_sample(noisy_sample, "noisy_sample", require_sample_size=False)
-        self._check_sample(clean_sample, "clean_sample", require_sample_size=True)
+        check_sample(self.config, noisy_sample, "noisy_sample", require_sample_size=False)
+        check_sample(self.config, clean_sample, "clean_sample", require_sample_size=True)
         if noisy_sample.shape[1:] != clean_sample.shape[1:]:
             raise ValueError(
                 f"`noisy_sample` {tuple(noisy_sample.shape[1:])} and `clean_sample` {tuple(clean_sample.shape[1:])} "
