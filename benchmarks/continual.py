@@ -67,7 +67,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from jdcl import JDCLPipeline
 from jdcl.atomic import atomic_file
-from jdcl.config import JDCLTrainingConfig, add_missing_defaults
+from jdcl.config import JDCLTrainingConfig
+from jdcl.config_schema import add_missing_defaults
 from jdcl.data import ClassificationData, infer_num_channels, load_classification_dataset, prepare_tensors
 from jdcl.hub import task_revision
 from jdcl.models import mask_logits

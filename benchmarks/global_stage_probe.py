@@ -49,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from continual import results_lock, save_results
 from jdcl import JDCLPipeline, JointUNet2DModel
 from jdcl.augment import TwoViewAugmentation
-from jdcl.config import JDCLTrainingConfig, normalize_legacy_keys
+from jdcl.config import JDCLTrainingConfig
+from jdcl.config_schema import normalize_legacy_keys
 from jdcl.evaluation import evaluate_seen_tasks, predict
 from jdcl.hub import task_revision
 from jdcl.objectives import DistillationObjective

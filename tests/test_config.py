@@ -64,10 +64,12 @@ def test_bad_rehearsal_settings_are_refused(values, match):
 def test_unknown_keys_are_refused(tmp_path):
     preset = tmp_path / "bad.yaml"
     preset.write_text("num_tasks: 5\nlocal_steps: 10\n")
-    with pytest.raises(ValueError, match=r"Unknown configuration keys \['local_steps'\]"):
+    with pytest.raises(ValueError, match=r"bad.yaml: Unknown configuration keys \['local_steps'\]"):
         JDCLTrainingConfig.from_file(preset)
     with pytest.raises(ValueError, match="Unknown configuration keys"):
         JDCLTrainingConfig.from_dict({"learning_rat": 1e-3})
+    with pytest.raises(ValueError, match=r"Unknown configuration keys \['learning_rat'\]"):
+        JDCLTrainingConfig(learning_rat=1e-3)
     with pytest.raises(ValueError, match="Unknown `--unet_config` keys"):
         JDCLTrainingConfig(unet_config={"channels": [1]})
     with pytest.raises(ValueError, match="does not exist"):
@@ -200,7 +202,7 @@ def test_an_option_declared_twice_differently_or_shadowing_a_field_is_refused(to
 
 
 def test_records_of_runs_from_before_the_options_moved_compare_equal():
-    from jdcl.config import add_missing_defaults
+    from jdcl.config_schema import add_missing_defaults
 
     # A recorded identity held every method's options of its time, and lacked the options added since.
     for strategy, options in [("jdcl", {}), ("finetune", {}), ("replay_buffer", {"buffer_size": 20})]:
@@ -212,6 +214,17 @@ def test_records_of_runs_from_before_the_options_moved_compare_equal():
     # An option of another method at another value than its default is not the same run.
     recorded = {**JDCLTrainingConfig().run_identity(), "buffer_size": 20}
     assert add_missing_defaults(recorded) != JDCLTrainingConfig().run_identity()
+
+
+def test_records_of_augmented_runs_from_before_horizontal_flip_flipped():
+    from jdcl.config_schema import add_missing_defaults
+
+    # Before `horizontal_flip` was a field, `augment: true` always flipped, and records lack the field.
+    for augment in (True, False):
+        today = JDCLTrainingConfig(augment=augment, horizontal_flip=augment).run_identity()
+        recorded = {k: v for k, v in today.items() if k != "horizontal_flip"}
+        assert add_missing_defaults(recorded) == today
+        assert add_missing_defaults(recorded) != {**today, "horizontal_flip": not augment}
 
 
 def test_recorded_benchmark_results_still_load():

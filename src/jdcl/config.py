@@ -9,20 +9,15 @@ from typing import Any
 
 import yaml
 
-# `add_missing_defaults`, `normalize_legacy_keys` and `ADDED_FIELDS` are read from here by run folders and benchmarks.
-from .config_schema import (  # noqa: F401
-    ADDED_FIELDS,
+from .config_schema import (
+    CHOICES,
     FLOAT_RANGES,
     INTEGER_RANGES,
-    LOCAL_INITS,
     OPTIONAL_NUMBERS,
-    REPLAY_SAMPLERS,
-    REPLAY_SELECTIONS,
     RUN_IDENTITY_EXCLUDED,
-    add_missing_defaults,
     normalize_legacy_keys,
 )
-from .options import check_choice, check_number
+from .options import UnknownKeysError, check_choice, check_number
 from .validation import (
     check_run_settings,
     check_starting_point,
@@ -122,11 +117,8 @@ class JDCLTrainingConfig:
         augment (`bool`): Use the paper's two augmented views; plain images for both when `False`.
         horizontal_flip (`bool`): Whether augmented views (and FixMatch's views, semi-supervised) flip images at
             random: the CIFAR presets do, as the authors; off by default, since a flipped digit is another glyph.
-        strategy (`str`): The method, a registered [`ContinualStrategy`]: "jdcl"; "finetune" (new task's real data
-            only, the lower bound); "cumulative" (all real data seen so far, the upper bound); "single_stage" (one
-            stage per task on new real data plus generated old data, distilled from the previous model); "separate"
-            (the paper's "without joint modelling" ablation: a diffusion-only generator and a separate classifier of
-            the same architecture, twice the training compute).
+        strategy (`str`): The method: the name of a registered [`ContinualStrategy`] (see `--help`), "jdcl" by
+            default.
         local_init (`str`): "global" (the paper's text: the local model starts from the previous global model) or
             "scratch" (the authors' CIFAR scripts).
         labeled_fraction (`float`, *optional*): Semi-supervised: the share of each class's training examples that
@@ -307,15 +299,7 @@ class JDCLTrainingConfig:
         from .schedulers import sampling_scheduler_from_config
         from .strategies import STRATEGIES
 
-        choices = {
-            "strategy": sorted(STRATEGIES),
-            "local_init": LOCAL_INITS,
-            "replay_sampler": REPLAY_SAMPLERS,
-            "replay_selection": REPLAY_SELECTIONS,
-            "mixed_precision": ("no", "fp16", "bf16"),
-            "logger": ("tensorboard", "wandb", "all", "none"),
-        }
-        for name, allowed in choices.items():
+        for name, allowed in {"strategy": sorted(STRATEGIES), **CHOICES}.items():
             check_choice(name, getattr(self, name), allowed)
         for name, (low, high) in INTEGER_RANGES.items():
             check_number(name, getattr(self, name), low, high, integer=True, optional=name in OPTIONAL_NUMBERS)
@@ -373,19 +357,17 @@ class JDCLTrainingConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "the configuration") -> "JDCLTrainingConfig":
         r"""
-        Builds a configuration, refusing keys that do not exist.
+        Builds a configuration from values in today's keys or in earlier versions' (see `normalize_legacy_keys`),
+        refusing keys that do not exist.
 
         Args:
             values (`Mapping[str, Any]`): Field values.
             source (`str`, *optional*, defaults to `"the configuration"`): Where the values come from, for errors.
         """
-        values = normalize_legacy_keys(values)
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise ValueError(
-                f"Unknown configuration keys {unknown} in {source}. Valid keys: {', '.join(cls.field_names())}."
-            )
-        return cls(**dict(values))
+        try:
+            return cls(**normalize_legacy_keys(values))
+        except UnknownKeysError as error:
+            raise UnknownKeysError(f"{source}: {error}") from None
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> "JDCLTrainingConfig":
@@ -415,7 +397,7 @@ class JDCLTrainingConfig:
                 f"Config file {path} holds a `hub_token`: a token does not belong in a file. Remove it and log in with "
                 "`huggingface-cli login` or set HF_TOKEN."
             )
-        return cls.from_dict({**normalize_legacy_keys(values), **overrides}, source=str(path))
+        return cls.from_dict({**values, **overrides}, source=str(path))
 
     def to_dict(self, include_secrets: bool = False) -> dict[str, Any]:
         r"""

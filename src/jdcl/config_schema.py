@@ -5,9 +5,14 @@ from collections.abc import Mapping
 from typing import Any
 
 
-LOCAL_INITS = ("global", "scratch")
-REPLAY_SAMPLERS = ("label", "guided")
-REPLAY_SELECTIONS = ("first", "confident")
+# The valid values of every field with a fixed set of them (`--strategy`'s are the registered methods).
+CHOICES = {
+    "local_init": ("global", "scratch"),
+    "replay_sampler": ("label", "guided"),
+    "replay_selection": ("first", "confident"),
+    "mixed_precision": ("no", "fp16", "bf16"),
+    "logger": ("tensorboard", "wandb", "all", "none"),
+}
 
 # The valid range of every number of the configuration, inclusive (`None`: unbounded).
 INTEGER_RANGES = {
@@ -75,7 +80,6 @@ RUN_IDENTITY_EXCLUDED = {
     "skip_bad_images",
     "replay_batch_size",
     "eval_batch_size",
-    "dataloader_num_workers",
     # How fast a run goes, not what it trains: a killed run may resume with or without them.
     "adam_fused",
     "channels_last",
@@ -114,8 +118,9 @@ def normalize_legacy_keys(values: Mapping[str, Any]) -> dict[str, Any]:
 
 # Numbers that may also be `None` (unset).
 OPTIONAL_NUMBERS = ("first_task_train_steps", "labeled_fraction", "labeled_per_class")
-# Fields added after runs were recorded without them; a record that lacks one ran with its default. (A method's
-# options need no entry: a record that lacks one of its method's options ran with the option's default.)
+# Fields added after runs were recorded without them; a record that lacks one ran with its default, but for
+# `horizontal_flip`: before it was a field, `augment` always flipped (see `add_missing_defaults`). (A method's options
+# need no entry: a record that lacks one of its method's options ran with the option's default.)
 ADDED_FIELDS = (
     "labeled_fraction",
     "labeled_per_class",
@@ -143,7 +148,9 @@ def add_missing_defaults(recorded: Mapping[str, Any]) -> dict[str, Any]:
     from .strategies.base import registered_options
 
     defaults = JDCLTrainingConfig().to_dict()
-    values = {**{name: defaults[name] for name in ADDED_FIELDS}, **normalize_legacy_keys(recorded)}
+    added = {name: defaults[name] for name in ADDED_FIELDS}
+    added["horizontal_flip"] = recorded.get("augment", False)
+    values = {**added, **normalize_legacy_keys(recorded)}
     strategy = STRATEGIES.get(values.get("strategy", defaults["strategy"]))
     if strategy is None:
         return values

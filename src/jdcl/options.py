@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 
+class UnknownKeysError(ValueError):
+    """Configuration keys that are neither fields of the configuration nor options of a registered method."""
+
+
 @dataclass(frozen=True)
 class StrategyOption:
     r"""

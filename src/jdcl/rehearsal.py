@@ -20,15 +20,13 @@ from safetensors.torch import save_file
 
 from .atomic import atomic_file
 from .compilation import maybe_compile, memory_format
+from .config_schema import CHOICES
 from .models import JointUNet2DModel, class_mask, mask_logits
 from .paths import read_safetensors
 from .pipelines.pipeline_jdcl import JDCLPipeline, check_sampling_arguments
 
 
 logger = logging.getLogger(__name__)
-
-REHEARSAL_SAMPLERS = ("label", "guided")
-REHEARSAL_SELECTIONS = ("first", "confident")
 
 
 @dataclass
@@ -156,10 +154,11 @@ class RehearsalSampler:
     channels_last: bool = False
 
     def __post_init__(self):
-        if self.sampler not in REHEARSAL_SAMPLERS:
-            raise ValueError(f"`sampler` must be one of {list(REHEARSAL_SAMPLERS)}, got {self.sampler!r}.")
-        if self.selection not in REHEARSAL_SELECTIONS:
-            raise ValueError(f"`selection` must be one of {list(REHEARSAL_SELECTIONS)}, got {self.selection!r}.")
+        samplers, selections = CHOICES["replay_sampler"], CHOICES["replay_selection"]
+        if self.sampler not in samplers:
+            raise ValueError(f"`sampler` must be one of {list(samplers)}, got {self.sampler!r}.")
+        if self.selection not in selections:
+            raise ValueError(f"`selection` must be one of {list(selections)}, got {self.selection!r}.")
         if isinstance(self.samples_per_class, bool) or not isinstance(self.samples_per_class, int):
             raise ValueError(f"`samples_per_class` must be an integer, got {self.samples_per_class!r}.")
         if self.samples_per_class < 0:

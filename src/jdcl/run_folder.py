@@ -24,7 +24,7 @@ import PIL.Image
 from accelerate import PartialState
 
 from .atomic import atomic_directory, write_json
-from .config import add_missing_defaults
+from .config_schema import add_missing_defaults
 from .metrics import AccuracyMatrix
 from .paths import check_writable_folder
 from .pipelines.pipeline_jdcl import JDCLPipeline

@@ -8,9 +8,6 @@ from accelerate.tracking import get_available_trackers
 
 __all__ = ["check_tracker_installed", "log_image"]
 
-# The pip package of a tracker, where its name differs from the tracker's.
-_TRACKER_PACKAGES = {"comet_ml": "comet-ml"}
-
 
 def check_tracker_installed(tracker: str) -> None:
     r"""
@@ -27,10 +24,9 @@ def check_tracker_installed(tracker: str) -> None:
         return
     available = {str(name) for name in get_available_trackers()}
     if tracker not in available:
-        package = _TRACKER_PACKAGES.get(tracker, tracker)
         raise ValueError(
-            f"`--logger {tracker}` (`--report_to {tracker}`) needs the `{package}` package, which is not installed: "
-            f"`pip install {package}`, or pass `--logger tensorboard` (installed with jdcl) or `--logger none`."
+            f"`--logger {tracker}` (`--report_to {tracker}`) needs the `{tracker}` package, which is not installed: "
+            f"`pip install {tracker}`, or pass `--logger tensorboard` (installed with jdcl) or `--logger none`."
         )
 
 

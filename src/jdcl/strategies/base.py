@@ -15,7 +15,7 @@ from ..atomic import atomic_directory, write_json
 from ..data import TensorData
 from ..models.joint_unet_2d import JointUNet2DModel
 from ..objectives import FixMatchObjective, JointObjective
-from ..options import StrategyOption, check_choice
+from ..options import StrategyOption, UnknownKeysError, check_choice
 from ..rehearsal import RehearsalSampler, RehearsalSet, RehearsalSource
 from ..stage import StageRunner
 from ..stage_data import StageData
@@ -59,8 +59,8 @@ def registered_options() -> dict[str, StrategyOption]:
 
 def strategy_option_values(strategy: str, values: Mapping[str, Any]) -> dict[str, Any]:
     r"""
-    The option values of the configuration of a run of `strategy`: its own from `values`, at their defaults when not given. Refuses unknown keys, and
-    options of another method unless at their default.
+    The option values of the configuration of a run of `strategy`: its own from `values`, at their defaults when not
+    given. Refuses unknown keys, and options of another method unless at their default.
 
     Args:
         strategy (`str`): The chosen method.
@@ -72,7 +72,7 @@ def strategy_option_values(strategy: str, values: Mapping[str, Any]) -> dict[str
     own, known = STRATEGIES[strategy].all_options(), registered_options()
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(
+        raise UnknownKeysError(
             f"Unknown configuration keys {unknown}. Valid keys: {', '.join(JDCLTrainingConfig.field_names())}."
         )
     for name, value in values.items():
