@@ -11,7 +11,7 @@ finishes; a rerun skips what is recorded.
 import os
 
 
-# Before torch loads OpenMP: busy-waiting threads slow shared-core CPU steps up to 50x (see examples/train_jdcl.py).
+# Before torch loads OpenMP: busy-waiting threads slow shared-core CPU steps up to 50x (see src/jdcl/__init__.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

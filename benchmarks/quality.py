@@ -25,7 +25,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-# Before torch loads OpenMP: busy-waiting threads slow shared-core CPU steps up to 50x (see examples/train_jdcl.py).
+# Before torch loads OpenMP: busy-waiting threads slow shared-core CPU steps up to 50x (see src/jdcl/__init__.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse

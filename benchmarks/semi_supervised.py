@@ -24,7 +24,7 @@ and share on old classes per task, as the run measured them while it trained (`m
 import os
 
 
-# Before torch loads OpenMP: busy-waiting threads slow shared-core CPU steps up to 50x (see examples/train_jdcl.py).
+# Before torch loads OpenMP: busy-waiting threads slow shared-core CPU steps up to 50x (see src/jdcl/__init__.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
