@@ -366,12 +366,6 @@ class TwoViewAugmentation(torch.nn.Module):
             out = self._cutout(out)
         return out
 
-    def _fixmatch_geometric(self, images: torch.Tensor) -> torch.Tensor:
-        self._check_input(images)
-        if self.fixmatch_geometric is None:
-            return images
-        return self.fixmatch_geometric(images.float()).to(images.dtype)
-
     def weak_view(self, images: torch.Tensor) -> torch.Tensor:
         """
         FixMatch's weak view, whatever `enabled` says: a random horizontal flip (with `horizontal_flip`) and a random
@@ -383,7 +377,10 @@ class TwoViewAugmentation(torch.nn.Module):
         Returns:
             `torch.Tensor`: the weak view, same shape and dtype, in [-1, 1].
         """
-        return self._fixmatch_geometric(images)
+        self._check_input(images)
+        if self.fixmatch_geometric is None:
+            return images
+        return self.fixmatch_geometric(images.float()).to(images.dtype)
 
     def strong_view(self, images: torch.Tensor) -> torch.Tensor:
         """
@@ -396,7 +393,7 @@ class TwoViewAugmentation(torch.nn.Module):
         Returns:
             `torch.Tensor`: the strong view, same shape and dtype, in [-1, 1].
         """
-        out = (self._fixmatch_geometric(images).float() + 1.0) / 2.0
+        out = (self.weak_view(images).float() + 1.0) / 2.0
         out = self.fixmatch_randaugment(out)
         out = (out.clamp(0.0, 1.0) * 2.0 - 1.0).to(images.dtype)
         return self._cutout(out) if self.cutout_size > 0 else out
