@@ -165,3 +165,21 @@ def test_lwf_run_trains_each_task_once(tmp_path):
     assert set(metrics["stage_seconds"]["2"]) == {"train", "task_total"}
     with pytest.raises(ValueError, match="`--lwf_temperature` must be > 0"):
         JDCLTrainingConfig(strategy="lwf", lwf_temperature=0.0)
+
+
+def test_only_methods_that_declare_it_learn_from_unlabelled_images():
+    from jdcl.strategies import STRATEGIES
+    from jdcl.strategies.finetune import FinetuneStrategy
+
+    semi = {name for name, strategy in STRATEGIES.items() if strategy.learns_unlabeled()}
+    assert {"jdcl", "finetune", "cumulative", "replay_buffer"} <= semi
+    assert not semi & {"der", "lwf", "separate", "single_stage"}
+
+    # A method with its own objective, derived from one that learns from unlabelled images, does not inherit it.
+    class OwnObjective(FinetuneStrategy):
+        name = "own_objective"
+
+    config = JDCLTrainingConfig(strategy="finetune", labeled_fraction=0.5)
+    FinetuneStrategy.check_config(config)
+    with pytest.raises(ValueError, match="`--strategy own_objective` has no semi-supervised stage"):
+        OwnObjective.check_config(config)

@@ -15,7 +15,7 @@ from jdcl import JDCLPipeline, JointUNet2DModel
 from jdcl.augment import TwoViewAugmentation
 from jdcl.data import ClassificationData, TensorData, labels_of, load_classification_dataset
 from jdcl.labels import pseudo_label_summary, select_labeled
-from jdcl.objectives import FixMatchObjective, StageOutputs
+from jdcl.objectives import FixMatchObjective, JointObjective, StageOutputs
 from jdcl.stage import LOCAL, StageRunner
 from jdcl.stage_data import StageData
 from jdcl.trainer import ContinualTrainer, train_jdcl
@@ -245,3 +245,21 @@ def test_semi_supervised_without_a_classification_term_trains_the_generator_alon
     for name, weight in initial.classifier.state_dict().items():
         assert torch.equal(weight, first.classifier.state_dict()[name]), name
     assert not torch.equal(initial.conv_out.weight, first.conv_out.weight)
+
+
+def test_a_semi_supervised_stage_trains_an_objective_that_does_not_pseudo_label(tmp_path):
+    # A method's own objective (here the plain joint loss) on a stage with unlabelled images: it learns them through
+    # the diffusion loss; only an objective with `pseudo_labels` has its pseudo-labels counted.
+    labeled = TensorData(_constant_images(list(range(200, 204))), torch.tensor([0, 1, 0, 1]))
+    unlabeled = TensorData(_constant_images(list(range(20, 32))), torch.tensor([0, 1] * 6))
+    config = tiny_config(tmp_path)
+    runner = StageRunner(Accelerator(cpu=True), config, TwoViewAugmentation(8, 1), show_progress=False)
+    torch.manual_seed(0)
+    model = JointUNet2DModel(sample_size=8, in_channels=1, out_channels=1, num_classes=4, **TINY_UNET)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    data = StageData(real=labeled, unlabeled=unlabeled, unlabeled_batch_ratio=3)
+    trained = runner.run(LOCAL, 0, model, data, 2, JointObjective(classification=1e-2))
+    assert any(not torch.equal(before[name], value) for name, value in trained.state_dict().items())
+    assert not runner.pseudo_label_records
+    runner.run(LOCAL, 0, model, data, 1, FixMatchObjective(classification=1e-2))
+    assert runner.pseudo_label_records[0][0]["unlabeled"] == 3 * config.train_batch_size

@@ -336,7 +336,7 @@ def test_a_method_kept_in_another_package_is_registered_by_its_entry_point(tmp_p
     (dist_info / "entry_points.txt").write_text("[jdcl.strategies]\nsmooth_finetune = smooth_finetune\n")
     env = script_env()
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
-    flags = ["--strategy", "smooth_finetune", "--label_smoothing", "0.2", "--output_dir", str(tmp_path / "run")]
+    flags = ["--strategy", "smooth_finetune", "--smooth_label_smoothing", "0.2", "--output_dir", str(tmp_path / "run")]
     flags += [*TINY_FLAGS, "--local_train_steps", "2", "--global_train_steps", "2"]
     result = subprocess.run(
         [sys.executable, str(SCRIPT), *flags], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
@@ -344,4 +344,4 @@ def test_a_method_kept_in_another_package_is_registered_by_its_entry_point(tmp_p
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "Final average accuracy" in result.stdout
     recorded = json.loads((tmp_path / "run" / "run_config.json").read_text())["identity"]
-    assert recorded["strategy"] == "smooth_finetune" and recorded["label_smoothing"] == 0.2
+    assert recorded["strategy"] == "smooth_finetune" and recorded["smooth_label_smoothing"] == 0.2

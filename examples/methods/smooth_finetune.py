@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from jdcl.objectives import JointObjective
 from jdcl.strategies import StrategyOption, register_strategy
-from jdcl.strategies.finetune import TRAIN, FinetuneStrategy
+from jdcl.strategies.finetune import FinetuneStrategy
 
 
 @dataclass
@@ -25,15 +25,10 @@ class SmoothFinetuneStrategy(FinetuneStrategy):
     """Each task trains on its own classes' real data; the classifier learns smoothed labels."""
 
     name = "smooth_finetune"
-    learns_from_unlabeled = False
-    options = (StrategyOption("label_smoothing", float, 0.1, "Label smoothing of the CE.", low=0.0, high=1.0),)
+    options = (StrategyOption("smooth_label_smoothing", float, 0.1, "Label smoothing of the CE.", low=0.0, high=1.0),)
 
-    def train_task(self, task, previous):
+    def task_objective(self, task, previous):
         config = self.config
-        objective = SmoothedObjective(
-            config.diffusion_loss_weight, config.classification_loss_weight, config.label_smoothing
-        )
-        data = self.real_data(task.new_classes)
-        return self.stages.run(
-            TRAIN, task.index, self.initial_model(previous), data, self.task_steps(task), objective, task.stage_seconds
+        return SmoothedObjective(
+            config.diffusion_loss_weight, config.classification_loss_weight, config.smooth_label_smoothing
         )

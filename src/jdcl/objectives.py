@@ -151,6 +151,30 @@ class JointForward(torch.nn.Module):
         return stage_outputs(self.unet, noisy_sample, timesteps, clean_sample, self.predict_noise, self.classify)
 
 
+def frozen_teacher_forward(
+    teacher: JointUNet2DModel,
+    device: torch.device | None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    compile_kwargs: dict | None = None,
+    predict_noise: bool = True,
+    classify: bool = True,
+) -> torch.nn.Module:
+    r"""
+    Puts `teacher` on `device`, frozen and in eval mode (dropout in a teacher only adds noise to its targets), and
+    returns its forward ([`JointForward`]), compiled when `compile_kwargs` is given.
+
+    Args:
+        teacher ([`JointUNet2DModel`]): The teacher.
+        device (`torch.device`): Where the stage trains (`None`: where the teacher is).
+        memory_format (`torch.memory_format`, *optional*, defaults to `torch.contiguous_format`): The teacher's.
+        compile_kwargs (`dict`, *optional*): `torch.compile` arguments for the forward; eager if `None`.
+        predict_noise (`bool`, *optional*, defaults to `True`): Whether the forward computes the noise prediction.
+        classify (`bool`, *optional*, defaults to `True`): Whether the forward computes the logits.
+    """
+    teacher.to(device, memory_format=memory_format).eval().requires_grad_(False)
+    return compiled(JointForward(teacher, predict_noise, classify), compile_kwargs)
+
+
 def group_indices(is_old: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
     r"""
     The rows of a batch's `"old"` and `"new"` groups, as index tensors on `device`. Their lengths are known on the host:
@@ -386,21 +410,20 @@ class DistillationObjective:
         compile_kwargs: dict | None = None,
     ) -> "DistillationObjective":
         r"""
-        Puts the teachers on `device`, frozen and in eval mode: dropout in a teacher only adds noise to targets.
+        Puts the teachers on `device`, frozen and in eval mode (see [`frozen_teacher_forward`]).
 
         Args:
             device (`torch.device`): Where the stage trains (`None`: where the teachers are).
             memory_format (`torch.memory_format`, *optional*, defaults to `torch.contiguous_format`): The teachers'.
             compile_kwargs (`dict`, *optional*): `torch.compile` arguments for the teachers' forward; eager if `None`.
         """
-        self.teacher_forwards = {}
-        for name, teacher in (("old", self.old_teacher), ("new", self.new_teacher)):
-            if teacher is None:
-                continue
-            teacher.to(device, memory_format=memory_format).eval().requires_grad_(False)
-            self.teacher_forwards[name] = compiled(
-                JointForward(teacher, self.predict_noise, self.classify), compile_kwargs
+        self.teacher_forwards = {
+            name: frozen_teacher_forward(
+                teacher, device, memory_format, compile_kwargs, self.predict_noise, self.classify
             )
+            for name, teacher in (("old", self.old_teacher), ("new", self.new_teacher))
+            if teacher is not None
+        }
         return self
 
     @torch.no_grad()

@@ -272,9 +272,11 @@ class StageRunner:
                         logits, unlabeled_logits = logits[: len(batch.labels)], logits[len(batch.labels) :]
                         with torch.no_grad():
                             weak_logits = model.classify(weak_view)
-                        pseudo_label_counts = self._count_pseudo_labels(
-                            pseudo_label_counts, objective, weak_logits, batch.unlabeled_labels, model
-                        )
+                        # Only a FixMatch-style objective pseudo-labels; a method's own objective may not.
+                        if hasattr(objective, "pseudo_labels"):
+                            pseudo_label_counts = self._count_pseudo_labels(
+                                pseudo_label_counts, objective, weak_logits, batch.unlabeled_labels, model
+                            )
                     terms = objective(
                         StageOutputs(
                             noise_pred=noise_pred,

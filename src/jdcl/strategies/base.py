@@ -137,8 +137,10 @@ class ContinualStrategy:
     # Its own hyperparameters: flags, configuration keys and run identity, read as `config.<name>`. A subclass has its
     # parents' options and its own.
     options: ClassVar[tuple[StrategyOption, ...]] = ()
-    # Whether its stages on real data learn from unlabelled images too (`--labeled_fraction`, `--labeled_per_class`).
-    learns_from_unlabeled: ClassVar[bool] = True
+    # Whether its stages on real data learn from unlabelled images too (`--labeled_fraction`, `--labeled_per_class`):
+    # they do when their objective is `local_objective()`'s. Each method declares it itself, as a subclass with its own
+    # objective no longer does (see `learns_unlabeled`).
+    learns_from_unlabeled: ClassVar[bool] = False
     # Whether it learns old classes from generated rehearsal (`--replay_samples_per_class` must then be >= 1).
     rehearses: ClassVar[bool] = False
     # What the model card of each task says of the method, in one or two sentences.
@@ -182,13 +184,18 @@ class ContinualStrategy:
         return options
 
     @classmethod
+    def learns_unlabeled(cls) -> bool:
+        """Whether the method itself (not a parent it inherits from) declares `learns_from_unlabeled = True`."""
+        return vars(cls).get("learns_from_unlabeled", False)
+
+    @classmethod
     def check_config(cls, config) -> None:
         r"""
         Refuses settings the method cannot honour, before any data is loaded (raise `ValueError` naming the flag).
         Each option's type, range and choices are checked before this.
         """
-        if config.semi_supervised and not cls.learns_from_unlabeled:
-            semi = sorted(name for name, strategy in STRATEGIES.items() if strategy.learns_from_unlabeled)
+        if config.semi_supervised and not cls.learns_unlabeled():
+            semi = sorted(name for name, strategy in STRATEGIES.items() if strategy.learns_unlabeled())
             raise ValueError(
                 f"`--strategy {cls.name}` has no semi-supervised stage; `--labeled_fraction` and `--labeled_per_class` "
                 f"work with {', '.join(semi)}."

@@ -62,7 +62,6 @@ class DERStrategy(ReplayBufferStrategy):
     """
 
     name = "der"
-    learns_from_unlabeled = False
     card_description = (
         "DER++ (dark experience replay): every batch is half the new classes' real data and half stored real images "
         "of earlier classes, which are also pulled towards the logits the model gave them when they were stored."

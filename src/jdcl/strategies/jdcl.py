@@ -25,6 +25,7 @@ class JDCLStrategy(ContinualStrategy):
     """
 
     name = "jdcl"
+    learns_from_unlabeled = True
     rehearses = True
     card_description = (
         "JDCL: after the first task, a local model learns the new classes' real data; the global model then learns "

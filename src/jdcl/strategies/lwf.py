@@ -6,12 +6,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..compilation import compiled
 from ..models.joint_unet_2d import JointUNet2DModel
-from ..objectives import JointForward, JointObjective, StageOutputs
+from ..objectives import JointObjective, StageOutputs, frozen_teacher_forward
 from ..options import StrategyOption
 from .base import Task, register_strategy
-from .finetune import TRAIN, FinetuneStrategy
+from .finetune import FinetuneStrategy
 
 
 @dataclass
@@ -40,8 +39,9 @@ class LwFObjective(JointObjective):
     def to(self, device, memory_format=torch.contiguous_format, compile_kwargs=None) -> "LwFObjective":
         self.teacher_forward = None
         if self.teacher is not None and self.old_classes:
-            self.teacher.to(device, memory_format=memory_format).eval().requires_grad_(False)
-            self.teacher_forward = compiled(JointForward(self.teacher, predict_noise=False), compile_kwargs)
+            self.teacher_forward = frozen_teacher_forward(
+                self.teacher, device, memory_format, compile_kwargs, predict_noise=False
+            )
         return self
 
     def __call__(self, outputs: StageOutputs) -> dict[str, torch.Tensor]:
@@ -67,7 +67,6 @@ class LwFStrategy(FinetuneStrategy):
     """
 
     name = "lwf"
-    learns_from_unlabeled = False
     keeps_old_classes = True
     card_description = (
         "Learning without Forgetting: each task trains on its own classes' real data, with the previous model's "
@@ -80,22 +79,13 @@ class LwFStrategy(FinetuneStrategy):
         ),
     )
 
-    def train_task(self, task: Task, previous: JointUNet2DModel | None) -> JointUNet2DModel:
+    def task_objective(self, task: Task, previous: JointUNet2DModel | None) -> LwFObjective:
         config = self.config
-        objective = LwFObjective(
+        return LwFObjective(
             diffusion=config.diffusion_loss_weight,
             classification=config.classification_loss_weight,
             teacher=previous,
             old_classes=task.old_classes,
             alpha=config.lwf_alpha,
             temperature=config.lwf_temperature,
-        )
-        return self.stages.run(
-            TRAIN,
-            task.index,
-            self.initial_model(previous),
-            self.real_data(task.new_classes),
-            self.task_steps(task),
-            objective,
-            task.stage_seconds,
         )

@@ -25,6 +25,7 @@ class ReplayBufferStrategy(ContinualStrategy):
     """
 
     name = "replay_buffer"
+    learns_from_unlabeled = True
     card_description = (
         "Experience replay: every batch is half the new classes' real data and half real images of earlier classes "
         "from a buffer of stored images (`--buffer_size`)."

@@ -29,7 +29,6 @@ class SeparateStrategy(ContinualStrategy):
         "JDCL without joint modelling: a diffusion model generates the rehearsal and a classifier of the same "
         "architecture with its own weights (the model saved here) learns it, each trained and distilled as in JDCL."
     )
-    learns_from_unlabeled = False
     state_outside_checkpoint = "its generator, which the published pipeline (its classifier) does not hold"
 
     def train_task(self, task: Task, previous: JointUNet2DModel | None) -> JointUNet2DModel:
