@@ -223,12 +223,11 @@ def _without_unreadable_images(
     kept = {}
     for split_name, split in raw.items():
         unreadable = find_unreadable_images(split, image_column)
+        shown = "; ".join(description for _, description in unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
         if unreadable and not skip_bad_images:
             raise ValueError(
-                f"{len(unreadable)} image(s) in {folder} cannot be read: "
-                + "; ".join(description for _, description in unreadable[:5])
-                + (" ..." if len(unreadable) > 5 else "")
-                + ". Remove or replace them, or pass --skip_bad_images to leave unreadable images out."
+                f"{len(unreadable)} image(s) in {folder} cannot be read: {shown}. Remove or replace them, or pass "
+                "--skip_bad_images to leave unreadable images out."
             )
         if unreadable:
             logger.warning(
@@ -236,7 +235,7 @@ def _without_unreadable_images(
                 len(unreadable),
                 split_name,
                 folder,
-                "; ".join(description for _, description in unreadable[:5]) + (" ..." if len(unreadable) > 5 else ""),
+                shown,
             )
             bad_rows = {index for index, _ in unreadable}
             split = split.select([index for index in range(len(split)) if index not in bad_rows])
@@ -446,6 +445,18 @@ def images_to_tensor(images: list[PIL.Image.Image], resolution: int, num_channel
     return torch.from_numpy(np.stack(arrays))
 
 
+def uint8_to_model_range(images: torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
+    r"""
+    uint8 images in [0, 255] as float32 in [-1, 1], the range every jdcl model reads.
+
+    Args:
+        images (`torch.Tensor`): uint8 `(N, C, H, W)` images.
+        device (`str` or `torch.device`, *optional*): Where the result lives; the uint8 images travel there first, as
+            they are a quarter of the float's size. Unchanged when `None`.
+    """
+    return images.to(device).float().div(127.5).sub(1.0)
+
+
 @dataclass
 class TensorData:
     """
@@ -515,7 +526,7 @@ class TensorData:
         Returns:
             `torch.Tensor`: the images as float32 in [-1, 1].
         """
-        return self.images.float().div(127.5).sub(1.0)
+        return uint8_to_model_range(self.images)
 
 
 def infer_num_channels(dataset: datasets.Dataset, image_column: str) -> int:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import TensorData
+from .data import TensorData, uint8_to_model_range
 from .metrics import accuracy_per_task
 from .models import JointUNet2DModel, mask_logits
 
@@ -25,6 +25,30 @@ class TaskEvaluation:
 
 
 @torch.no_grad()
+def classify_logits(
+    model: JointUNet2DModel,
+    images: torch.Tensor,
+    batch_size: int = 512,
+    classes: Sequence[int] | None = None,
+) -> torch.Tensor:
+    r"""
+    The classifier's float32 logits of uint8 images, on the host, computed `batch_size` images at a time.
+
+    Args:
+        model ([`JointUNet2DModel`]): The model, in eval mode.
+        images (`torch.Tensor`): uint8 `(N, C, H, W)` images (as [`TensorData`] holds them).
+        batch_size (`int`, *optional*, defaults to 512): Images per forward.
+        classes (`Sequence[int]`, *optional*): When given, every other class's logit is `-inf` (see
+            [`mask_logits`]).
+    """
+    classes = None if classes is None else list(classes)
+    logits = [
+        mask_logits(model.classify(uint8_to_model_range(chunk, model.device).to(model.dtype)).float(), classes).cpu()
+        for chunk in images.split(batch_size)
+    ]
+    return torch.cat(logits) if logits else torch.empty((0, model.config.num_classes))
+
+
 def predict(
     model: JointUNet2DModel, images: torch.Tensor, classes: Sequence[int], batch_size: int = 512
 ) -> torch.Tensor:
@@ -37,13 +61,7 @@ def predict(
         classes (`Sequence[int]`): The classes to predict among.
         batch_size (`int`, *optional*, defaults to 512): Images per forward.
     """
-    classes = list(classes)
-    predictions = []
-    for chunk in images.split(batch_size):
-        pixel_values = chunk.to(model.device).float().div(127.5).sub(1.0).to(model.dtype)
-        logits = mask_logits(model.classify(pixel_values).float(), classes)
-        predictions.append(logits.argmax(dim=-1).cpu())
-    return torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
+    return classify_logits(model, images, batch_size, classes).argmax(dim=-1)
 
 
 def evaluate_seen_tasks(

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .data import TensorData
+from .data import TensorData, uint8_to_model_range
 from .rehearsal import RehearsalSet
 
 
@@ -109,7 +109,7 @@ class StageData:
             batch = self._sample(batch_size - num_buffer, generator, device)
             indices = torch.randint(0, len(self.buffer), (num_buffer,), generator=generator)
             batch = StageBatch(
-                images=torch.cat([batch.images, _to_float(self.buffer.images[indices], device)]),
+                images=torch.cat([batch.images, uint8_to_model_range(self.buffer.images[indices], device)]),
                 labels=torch.cat([batch.labels, self.buffer.labels[indices].to(device)]),
                 is_old=torch.cat([batch.is_old, torch.ones(num_buffer, dtype=torch.bool)]),
                 fields={name: values[indices].to(device) for name, values in self.buffer_fields.items()},
@@ -118,7 +118,7 @@ class StageData:
             indices = torch.randint(
                 0, len(self.unlabeled), (batch_size * self.unlabeled_batch_ratio,), generator=generator
             )
-            batch.unlabeled_images = _to_float(self.unlabeled.images[indices], device)
+            batch.unlabeled_images = uint8_to_model_range(self.unlabeled.images[indices], device)
             batch.unlabeled_labels = self.unlabeled.labels[indices].to(device)
         return batch
 
@@ -126,20 +126,15 @@ class StageData:
         indices = torch.randint(0, len(self), (batch_size,), generator=generator)
         from_real = indices < self.num_real
         if bool(from_real.all()):
-            images = _to_float(self.real_images[indices], device)
+            images = uint8_to_model_range(self.real_images[indices], device)
         elif not bool(from_real.any()):
             images = self.rehearsal_images[indices - self.num_real].to(device)
         else:
             # Rows as index tensors made on the host: a boolean mask on the device would wait for it to count rows.
             real_rows, generated_rows = from_real.nonzero().flatten(), (~from_real).nonzero().flatten()
             images = torch.empty((batch_size, *self.rehearsal_images.shape[1:]), device=device)
-            images[real_rows.to(device)] = _to_float(self.real_images[indices[real_rows]], device)
+            images[real_rows.to(device)] = uint8_to_model_range(self.real_images[indices[real_rows]], device)
             images[generated_rows.to(device)] = self.rehearsal_images[indices[generated_rows] - self.num_real].to(
                 device
             )
         return StageBatch(images=images, labels=self.labels[indices].to(device), is_old=self.is_old[indices])
-
-
-def _to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    # uint8 travels to the device, where it becomes [-1, 1].
-    return images.to(device).float().div(127.5).sub(1.0)

@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from ..data import uint8_to_model_range
 from .extractors import FeatureExtractor
 
 
@@ -59,7 +60,7 @@ def extract_features(extractor: FeatureExtractor, images: torch.Tensor, batch_si
     features = []
     for chunk in images.split(batch_size):
         if chunk.dtype == torch.uint8:
-            chunk = chunk.float().div(127.5).sub(1.0)
+            chunk = uint8_to_model_range(chunk)
         features.append(extractor(chunk.to(device)).double().cpu())
     return torch.cat(features)
 

@@ -13,7 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_directory, write_json
-from ..data import TensorData
+from ..data import TensorData, uint8_to_model_range
 from .extractors import FeatureExtractor
 
 
@@ -103,7 +103,7 @@ def referee_accuracy(referee: RefereeClassifier, data: TensorData, batch_size: i
     referee.eval()
     correct = 0
     for images, labels in zip(data.images.split(batch_size), data.labels.split(batch_size)):
-        logits = referee(images.to(referee.device).float().div(127.5).sub(1.0))
+        logits = referee(uint8_to_model_range(images, referee.device))
         correct += int((logits.argmax(dim=-1).cpu() == labels).sum())
     return correct / max(len(data), 1)
 
@@ -144,7 +144,7 @@ def train_referee(
     referee.train()
     for _ in tqdm(range(num_steps), desc="Training the quality referee", disable=not show_progress):
         batch = torch.randint(0, len(train), (batch_size,), generator=generator)
-        images = train.images[batch].to(device).float().div(127.5).sub(1.0)
+        images = uint8_to_model_range(train.images[batch], device)
         loss = F.cross_entropy(referee(images), train.labels[batch].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
