@@ -240,3 +240,23 @@ def test_recorded_benchmark_results_still_load():
     assert benchmark.budget_differences(json.loads(path.read_text())["budget"], budget) == []
     # Its rows were recorded with every method's options of their time, and none of those added since.
     assert {"jdcl", "finetune", "separate"} <= set(benchmark.load_results(path, budget, quick=False)["rows"])
+
+
+def test_a_broken_entry_point_is_skipped_with_a_warning(tmp_path, monkeypatch, caplog):
+    import importlib.metadata
+
+    import jdcl.strategies
+
+    (tmp_path / "broken_methods.py").write_text("raise RuntimeError('needs a package that is not installed')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    group = jdcl.strategies.ENTRY_POINT_GROUP
+    entry_points = [
+        importlib.metadata.EntryPoint("broken", "broken_methods", group),
+        importlib.metadata.EntryPoint("missing", "no_such_package_of_methods", group),
+    ]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: entry_points)
+    with caplog.at_level("WARNING", logger="jdcl.strategies"):
+        jdcl.strategies.load_entry_points()
+    assert "'broken' (broken_methods) was not loaded: RuntimeError: needs a package" in caplog.text
+    assert "'missing' (no_such_package_of_methods) was not loaded: ModuleNotFoundError" in caplog.text
+    assert JDCLTrainingConfig(strategy="finetune").strategy == "finetune"

@@ -9,19 +9,38 @@ happens here for every module a package names in its `jdcl.strategies` entry poi
 
 import importlib
 import importlib.metadata
+import logging
 import pkgutil
 
 from ..options import StrategyOption
 from .base import STRATEGIES, ContinualStrategy, Task, register_strategy
 
 
+logger = logging.getLogger(__name__)
+
 # The group of the entry points that name modules of methods kept outside this package.
 ENTRY_POINT_GROUP = "jdcl.strategies"
 
+
+def load_entry_points() -> None:
+    """Imports the module of every `jdcl.strategies` entry point; one that fails is skipped with a warning."""
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry_point.load()
+        except Exception as error:
+            # A broken package of methods must not break jdcl for runs that do not use it.
+            logger.warning(
+                "The method of entry point %r (%s) was not loaded: %s: %s",
+                entry_point.name,
+                entry_point.value,
+                type(error).__name__,
+                error,
+            )
+
+
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
-for _entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-    _entry_point.load()
+load_entry_points()
 
 
 __all__ = ["STRATEGIES", "ContinualStrategy", "StrategyOption", "Task", "register_strategy"]
