@@ -312,6 +312,10 @@ def load_classification_dataset(
             "Pass only one of --dataset_name and --train_data_dir."
         )
     if cache_dir is not None:
+        if not str(cache_dir).strip():
+            raise ValueError(
+                "`--cache_dir` is empty; pass a folder such as `--cache_dir hf-cache`, or leave it unset."
+            )
         check_writable_folder(cache_dir, "--cache_dir")
 
     if train_data_dir is not None:

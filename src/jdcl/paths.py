@@ -1,6 +1,7 @@
 """The files and folders of a run: checks of the folders it writes into (`--output_dir`, `--cache_dir`), made before
-anything is written, and reads of its kept tensors that name a damaged file."""
+anything is written, and reads of its kept tensors and records that name a damaged file."""
 
+import json
 import os
 from pathlib import Path
 
@@ -21,8 +22,6 @@ def check_writable_folder(path: str | os.PathLike, flag: str) -> Path:
     Returns:
         `Path`: the path.
     """
-    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
-        raise ValueError(f"`{flag}` must name a folder, got {path!r}; pass a folder path such as `{flag} jdcl-run`.")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"`{flag} {path}` is a file, not a folder; pass the path of a folder (existing or new).")
@@ -54,3 +53,17 @@ def read_safetensors(path: str | os.PathLike, fix: str) -> dict[str, torch.Tenso
         return load_file(path)
     except (SafetensorError, OSError) as error:
         raise ValueError(f"{path} is damaged: it cannot be read as safetensors ({error}). {fix}.") from None
+
+
+def read_json(path: Path, fix: str) -> object:
+    r"""
+    Reads a JSON file of a run folder; a damaged one (cut short, edited) is refused with its path and `fix`.
+
+    Args:
+        path (`Path`): The file.
+        fix (`str`): What the user can do about a damaged file, as a sentence without its full stop.
+    """
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is damaged: it is not valid JSON ({error}). {fix}.") from None

@@ -12,7 +12,6 @@
 """
 
 import contextlib
-import json
 import logging
 import re
 import shutil
@@ -26,7 +25,7 @@ from accelerate import PartialState
 from .atomic import atomic_directory, write_json
 from .config_schema import add_missing_defaults
 from .metrics import AccuracyMatrix
-from .paths import check_writable_folder
+from .paths import check_writable_folder, read_json
 from .pipelines.pipeline_jdcl import JDCLPipeline
 from .plotting import plot_accuracy_matrix, save_image_atomically
 
@@ -262,17 +261,3 @@ class RunFolder:
         """Once a task is saved, its stages' checkpoints are no longer needed to resume."""
         for stage_checkpoints in self.checkpoint_dir.glob(f"{self.task_dir(task_index).name}-*"):
             shutil.rmtree(stage_checkpoints, ignore_errors=True)
-
-
-def read_json(path: Path, fix: str) -> object:
-    r"""
-    Reads a JSON file of a run folder; a damaged one (cut short, edited) is refused with its path and `fix`.
-
-    Args:
-        path (`Path`): The file.
-        fix (`str`): What the user can do about a damaged file, as a sentence without its full stop.
-    """
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is damaged: it is not valid JSON ({error}). {fix}.") from None
