@@ -15,26 +15,21 @@ from jdcl.config import JDCLTrainingConfig
 from jdcl.models import joint_unet_from_unet2d
 from jdcl.trainer import ContinualTrainer, train_jdcl
 
+from . import utils
 from .utils import TINY_UNET, task_unet_weights
 
 
-TINY = {
-    "resolution": 8,
-    "unet_config": TINY_UNET,
-    "train_batch_size": 16,
+# The library's defaults for the task split (five tasks, classes in label order), a longer first task, no grids.
+CONTINUATION = {
+    "num_tasks": 5,
+    "class_order": None,
     "first_task_train_steps": 4,
-    "local_train_steps": 3,
-    "global_train_steps": 3,
-    "replay_samples_per_class": 4,
-    "replay_inference_steps": 2,
     "grid_samples_per_class": 0,
-    "logger": "none",
-    "show_progress": False,
 }
 
 
 def tiny_config(output_dir, **overrides) -> JDCLTrainingConfig:
-    return JDCLTrainingConfig(**{**TINY, "output_dir": str(output_dir), **overrides})
+    return utils.tiny_config(output_dir, **{**CONTINUATION, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ from jdcl.strategies.der import DERObjective
 from jdcl.strategies.lwf import LwFObjective
 from jdcl.trainer import train_jdcl
 
-from .test_trainer import TINY
-from .utils import tiny_unet
+from .utils import TINY_RUN, tiny_unet
 
 
 def outputs(logits, labels, fields=None, clean=None) -> StageOutputs:
@@ -143,7 +142,7 @@ def test_der_and_lwf_steps_learn_their_own_terms():
 
 def test_der_run_stores_the_logits_of_the_model_that_stored_each_image(tmp_path):
     config = JDCLTrainingConfig(
-        **{**TINY, "output_dir": str(tmp_path), "strategy": "der", "buffer_size": 12, "der_alpha": 0.4}
+        **{**TINY_RUN, "output_dir": str(tmp_path), "strategy": "der", "buffer_size": 12, "der_alpha": 0.4}
     )
     metrics = train_jdcl(config)
     assert len(metrics["accuracy_matrix"]) == 2 and metrics["rehearsal"]["2"]["stored"] == 12
@@ -159,7 +158,7 @@ def test_der_run_stores_the_logits_of_the_model_that_stored_each_image(tmp_path)
 
 def test_lwf_run_trains_each_task_once(tmp_path):
     metrics = train_jdcl(
-        JDCLTrainingConfig(**{**TINY, "output_dir": str(tmp_path), "strategy": "lwf", "lwf_temperature": 4.0})
+        JDCLTrainingConfig(**{**TINY_RUN, "output_dir": str(tmp_path), "strategy": "lwf", "lwf_temperature": 4.0})
     )
     assert len(metrics["accuracy_matrix"]) == 2 and metrics["accuracy_matrix"][1][1] is not None
     assert set(metrics["stage_seconds"]["2"]) == {"train", "task_total"}

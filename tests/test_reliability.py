@@ -19,12 +19,8 @@ from jdcl.run_folder import LOCK_NAME, RunFolder
 from jdcl.stage import StageRunner
 from jdcl.trainer import ContinualTrainer, train_jdcl
 
-from .test_bad_inputs import TINY, make_input_files
+from .test_bad_inputs import make_input_files, tiny_config
 from .utils import SimulatedKill, tiny_pipeline
-
-
-def tiny_config(output_dir, **overrides) -> JDCLTrainingConfig:
-    return JDCLTrainingConfig(**{**TINY, "output_dir": str(output_dir), **overrides})
 
 
 def folder_files(path: Path) -> set[str]:

@@ -15,33 +15,11 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from jdcl import JDCLPipeline, JointUNet2DModel
-from jdcl.config import JDCLTrainingConfig
 from jdcl.rehearsal import RehearsalSampler
 from jdcl.stage import StageRunner
 from jdcl.trainer import ContinualTrainer, train_jdcl
 
-from .utils import TINY_UNET, run_killed_when_logged
-
-
-TINY = {
-    "resolution": 8,
-    "num_tasks": 2,
-    "class_order": [0, 1, 2, 3],
-    "unet_config": TINY_UNET,
-    "train_batch_size": 16,
-    "local_train_steps": 3,
-    "global_train_steps": 3,
-    "replay_samples_per_class": 4,
-    "replay_inference_steps": 2,
-    "grid_inference_steps": 2,
-    "grid_samples_per_class": 2,
-    "logger": "none",
-    "show_progress": False,
-}
-
-
-def tiny_config(output_dir, **overrides) -> JDCLTrainingConfig:
-    return JDCLTrainingConfig(**{**TINY, "output_dir": str(output_dir), **overrides})
+from .utils import TINY_UNET, run_killed_when_logged, tiny_config
 
 
 def check_metric_ranges(metrics: dict, num_tasks: int) -> None:

@@ -10,6 +10,7 @@ from diffusers import DDIMScheduler
 from safetensors.torch import load_file
 
 from jdcl import JDCLPipeline, JointUNet2DModel
+from jdcl.config import JDCLTrainingConfig
 
 
 TINY_UNET_CONFIG = {
@@ -47,6 +48,28 @@ TINY_UNET = {
     "norm_num_groups": 8,
     "classifier_hidden_dim": 32,
 }
+
+# The trainer tests' run: two tasks of two digits at 8x8, a few steps per stage (seconds per run).
+TINY_RUN = {
+    "resolution": 8,
+    "num_tasks": 2,
+    "class_order": [0, 1, 2, 3],
+    "unet_config": TINY_UNET,
+    "train_batch_size": 16,
+    "local_train_steps": 3,
+    "global_train_steps": 3,
+    "replay_samples_per_class": 4,
+    "replay_inference_steps": 2,
+    "grid_inference_steps": 2,
+    "grid_samples_per_class": 2,
+    "logger": "none",
+    "show_progress": False,
+}
+
+
+def tiny_config(output_dir, **overrides) -> JDCLTrainingConfig:
+    """The tiny run (`TINY_RUN`) writing into `output_dir`, with `overrides` (configuration fields) on top."""
+    return JDCLTrainingConfig(**{**TINY_RUN, "output_dir": str(output_dir), **overrides})
 
 
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
