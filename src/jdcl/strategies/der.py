@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import TensorData
+from ..evaluation import classify_logits
 from ..models.joint_unet_2d import JointUNet2DModel
 from ..objectives import JointObjective, StageOutputs, joint_loss
 from ..options import StrategyOption
@@ -85,8 +86,4 @@ class DERStrategy(ReplayBufferStrategy):
 
     @torch.no_grad()
     def buffer_fields(self, model: JointUNet2DModel, new_data: TensorData) -> dict[str, torch.Tensor]:
-        logits = [
-            model.classify(images.to(model.device).float().div(127.5).sub(1.0).to(model.dtype)).float().cpu()
-            for images in new_data.images.split(self.config.eval_batch_size)
-        ]
-        return {"logits": torch.cat(logits)}
+        return {"logits": classify_logits(model, new_data.images, self.config.eval_batch_size)}
