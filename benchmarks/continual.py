@@ -86,17 +86,11 @@ DEFAULT_WORK_DIR = REPO_ROOT / "benchmarks" / "runs"
 DATASET_ENV_VAR = "JDCL_MNIST10K"
 DATASET_NAME = "mnist-10k"
 
-# The fields a row may set; everything else is the shared budget. Each row names all of them, so that no row inherits
-# another's ablation by accident.
+# The fields a row may set (the method, every method's options, the labels and the rehearsal); everything else is the
+# shared budget. Each row names all of them, so that no row inherits another's ablation by accident.
 ROW_FIELDS = (
     "strategy",
-    "no_distillation",
-    "buffer_size",
-    "buffer_policy",
-    "der_alpha",
-    "der_beta",
-    "lwf_alpha",
-    "lwf_temperature",
+    *sorted(registered_options()),
     "labeled_fraction",
     "labeled_per_class",
     "unlabeled_batch_ratio",

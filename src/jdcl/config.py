@@ -321,6 +321,11 @@ class JDCLTrainingConfig:
         check_starting_point(self)
         if self.dataset_name is not None and self.train_data_dir is not None:
             raise ValueError("Pass either `--dataset_name` or `--train_data_dir`, not both.")
+        if self.skip_bad_images and self.train_data_dir is None:
+            raise ValueError(
+                "`--skip_bad_images` leaves out the unreadable images of an image folder, and no `--train_data_dir` is "
+                "given: pass the folder with `--train_data_dir`, or drop `--skip_bad_images`."
+            )
         if self.push_to_hub and self.hub_token is not None and self.logger in ("wandb", "all"):
             raise ValueError(
                 "Passing `--hub_token` while reporting to wandb would expose it; use `huggingface-cli login` instead."

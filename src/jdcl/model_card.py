@@ -47,7 +47,7 @@ _HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Config keys whose values must never reach a public card, whatever the caller put in the training config.
 _SECRET_KEY_PATTERN = re.compile(r"token|secret|password|api_key", re.IGNORECASE)
 # Config keys that only say where the run wrote on its machine: a card never shows them.
-_MACHINE_KEYS = ("output_dir", "logging_dir", "cache_dir")
+_MACHINE_KEYS = ("output_dir", "cache_dir")
 _METRIC_NAMES = {
     "average_accuracy": "Average accuracy",
     "average_incremental_accuracy": "Average incremental accuracy",

@@ -118,7 +118,7 @@ def check_run_settings(config) -> None:
                 f"{config.num_train_timesteps}`); pass at most {config.num_train_timesteps}."
             )
     strategy = STRATEGIES[config.strategy]
-    if getattr(strategy, "rehearses", False) and config.replay_samples_per_class == 0:
+    if strategy.rehearses and config.replay_samples_per_class == 0:
         raise ValueError(
             f"`--replay_samples_per_class 0` leaves `--strategy {config.strategy}` nothing to rehearse old classes "
             "with; pass a quota of at least 1 (the presets: 100 to 400), or choose a method that does not rehearse."
