@@ -13,23 +13,24 @@ from jdcl import JDCLPipeline
 from jdcl.config import JDCLTrainingConfig
 from jdcl.trainer import train_jdcl
 
-from .utils import TINY_UNET, tiny_pipeline
+from . import utils
+from .utils import TINY_RUN, tiny_pipeline
 
 
-TINY = {
-    "resolution": 8,
-    "num_tasks": 2,
-    "class_order": [0, 1, 2, 3],
-    "unet_config": TINY_UNET,
+# One step per stage and no sample grids: these runs only have to reach the check under test.
+ONE_STEP = {
     "train_batch_size": 8,
     "local_train_steps": 1,
     "global_train_steps": 1,
     "replay_samples_per_class": 2,
     "replay_inference_steps": 1,
     "grid_samples_per_class": 0,
-    "logger": "none",
-    "show_progress": False,
 }
+
+
+def tiny_config(output_dir, **overrides) -> JDCLTrainingConfig:
+    return utils.tiny_config(output_dir, **{**ONE_STEP, **overrides})
+
 
 # (kind, configuration overrides, what the message must name). `{tmp}` is the test's temporary folder.
 TRAINING_CASES = [
@@ -202,7 +203,7 @@ def test_bad_training_input_is_refused_before_anything_is_written(tmp_path, over
     make_input_files(tmp_path)
     overrides = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in overrides.items()}
     with pytest.raises(ValueError) as error:
-        train_jdcl(JDCLTrainingConfig(**{**TINY, "output_dir": str(output_dir), **overrides}))
+        train_jdcl(JDCLTrainingConfig(**{**TINY_RUN, **ONE_STEP, "output_dir": str(output_dir), **overrides}))
     assert named.format(tmp=tmp_path) in str(error.value), str(error.value)
     assert list(output_dir.iterdir()) == []
 
