@@ -134,10 +134,9 @@ def test_bad_continuations_are_refused_before_training(four_task_run, tmp_path, 
     pipe = JDCLPipeline.from_pretrained(uninterrupted / "task-2")
     pipe.register_to_config(class_order=[0, 1, 2, 3], num_tasks=2)
     pipe.save_pretrained(checkpoint)
-    config = tiny_config(tmp_path / "run", **{"num_tasks": 1, "pretrained_model_name_or_path": str(checkpoint)})
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    config.validate()
+    config = tiny_config(
+        tmp_path / "run", **{"num_tasks": 1, "pretrained_model_name_or_path": str(checkpoint), **overrides}
+    )
     with pytest.raises(ValueError, match=message):
         ContinualTrainer(config)
     assert not (tmp_path / "run").exists()
@@ -258,3 +257,16 @@ def test_a_new_model_of_a_continued_run_has_the_checkpoint_s_architecture(four_t
     fresh = trainer.new_model(seed=5)
     assert fresh.config == checkpoint.config
     assert not torch.equal(fresh.conv_in.weight, checkpoint.conv_in.weight)
+
+
+def test_a_checkpoint_whose_record_contradicts_itself_is_refused(four_task_run, tmp_path):
+    uninterrupted, _ = four_task_run
+    pipe = JDCLPipeline.from_pretrained(uninterrupted / "task-2")
+    pipe.register_to_config(tasks=[[0, 1]])
+    pipe.save_pretrained(tmp_path / "edited")
+    config = tiny_config(tmp_path / "run", num_tasks=1, pretrained_model_name_or_path=str(tmp_path / "edited"))
+    with pytest.raises(
+        ValueError, match=r"contradicts itself: it was saved after task 2 with seen classes \[0, 1, 2, 3\]"
+    ):
+        ContinualTrainer(config)
+    assert not (tmp_path / "run").exists()

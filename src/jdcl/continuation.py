@@ -72,12 +72,17 @@ class TaskCheckpoint:
         if tasks is None:
             # Saved before pipelines recorded their tasks: its run cut its class order into `num_tasks` tasks.
             num_tasks = config.get("num_tasks")
-            tasks = split_into_tasks(class_order, num_tasks)[:task_index] if num_tasks else None
-            if tasks is None or [c for task in tasks for c in task] != list(seen_classes):
+            tasks = split_into_tasks(class_order, num_tasks)[:task_index] if num_tasks else []
+            if [c for task in tasks for c in task] != list(seen_classes):
                 raise ValueError(
                     f"The checkpoint {source} has seen classes {list(seen_classes)} but does not record which task "
                     "brought which; continue it from a checkpoint saved by this jdcl version."
                 )
+        if [c for task in tasks for c in task] != list(seen_classes) or len(tasks) != task_index:
+            raise ValueError(
+                f"The checkpoint {source} contradicts itself: it was saved after task {task_index} with seen classes "
+                f"{list(seen_classes)}, but records the tasks {tasks}. Its model_index.json was edited; restore it."
+            )
         recorded = config.get("accuracy_matrix")
         accuracy_matrix = None
         if recorded is not None:

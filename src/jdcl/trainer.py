@@ -223,15 +223,16 @@ class ContinualTrainer:
             return model, None
         strategy = STRATEGIES[config.strategy]
         if strategy.state_outside_checkpoint is not None:
+            able = sorted(name for name, other in STRATEGIES.items() if other.state_outside_checkpoint is None)
             raise ValueError(
                 f"`--strategy {config.strategy}` cannot continue the checkpoint {source}: it needs "
                 f"{strategy.state_outside_checkpoint}, which a published checkpoint does not hold. Continue it with "
-                "`--strategy jdcl` (or single_stage), or resume the original run from its own --output_dir."
+                f"one of {able}, or resume the original run from its own --output_dir."
             )
         if not strategy.keeps_old_classes:
             logger.warning(
-                f"`--strategy {config.strategy}` does not rehearse: the classes {checkpoint.seen_classes} that "
-                f"{source} has learned will be forgotten."
+                f"`--strategy {config.strategy}` keeps nothing of earlier classes: the classes "
+                f"{checkpoint.seen_classes} that {source} has learned will be forgotten."
             )
         return None, checkpoint
 
