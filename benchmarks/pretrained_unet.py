@@ -129,14 +129,20 @@ def format_table(results: dict[str, Any]) -> str:
         "| start | seeds | average accuracy | forgetting | per seed |",
         "|---|---|---|---|---|",
     ]
+    pretrained_seeds = set(results["rows"].get("jdcl_pretrained_unet", {}).get("seeds", []))
     for row, label in (("jdcl_pretrained_unet", "pretrained UNet"), ("jdcl", "from scratch")):
         entry = results["rows"].get(row)
         if not entry:
             continue
+        # The comparison is seed against seed: the recorded scratch row may hold more seeds.
+        keep = [i for i, seed in enumerate(entry["seeds"]) if not pretrained_seeds or seed in pretrained_seeds]
+        entry = {key: [entry[key][i] for i in keep] for key in ("seeds", "average_accuracy", "forgetting")} | {
+            "source": entry.get("source")
+        }
         accuracy = entry["average_accuracy"]
         spread = f" ± {statistics.stdev(accuracy):.3f}" if len(accuracy) > 1 else ""
         lines.append(
-            f"| {label} ({entry.get('source', 'this benchmark')}) | {entry['seeds']} | "
+            f"| {label} ({entry['source'] or 'this benchmark'}) | {entry['seeds']} | "
             f"{statistics.fmean(accuracy):.3f}{spread} | {statistics.fmean(entry['forgetting']):.3f} | "
             f"{', '.join(f'{value:.3f}' for value in accuracy)} |"
         )
