@@ -20,7 +20,7 @@ import typing
 
 import torch
 
-from .config import JDCLTrainingConfig
+from .config import PRESETS_DIR, JDCLTrainingConfig
 from .strategies import STRATEGIES
 from .strategies.base import registered_options
 
@@ -143,7 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument(
-        "--config", type=str, default=None, help="A YAML/JSON preset: a path, or a shipped preset's name (cifar10)."
+        "--config",
+        type=str,
+        default=None,
+        help="A YAML/JSON preset: a path, or the name of a shipped preset: "
+        f"{', '.join(sorted(path.stem for path in PRESETS_DIR.glob('*.yaml')))}.",
     )
     descriptions = field_descriptions()
     descriptions["strategy"] += f" Registered: {', '.join(sorted(STRATEGIES))}."

@@ -48,7 +48,7 @@ DEFAULT_UNET_CONFIG = {
 class JDCLTrainingConfig:
     r"""
     Everything a continual JDCL run needs. The defaults are the bundled demo (scikit-learn digits at their own 8x8, five
-    tasks of two classes, a 1.3M-parameter UNet) with the paper's losses; `examples/configs/` holds the paper's presets.
+    tasks of two classes, a 1.3M-parameter UNet) with the paper's losses; `jdcl/presets/` holds the paper's presets.
 
     Args:
         output_dir (`str`): Where task pipelines, metrics, pictures, logs and checkpoints go.
