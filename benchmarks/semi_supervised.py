@@ -222,8 +222,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.results is None:
         args.results = Path(tempfile.mkdtemp()) / "semi_supervised.json" if args.quick else DEFAULT_RESULTS
     if args.print:
-        print(format_table(json.loads(args.results.read_text())))
-        return json.loads(args.results.read_text())
+        if not args.results.is_file():
+            raise SystemExit(f"No results at {args.results}; run the benchmark first.")
+        results = json.loads(args.results.read_text())
+        print(format_table(results))
+        return results
     rows, settings = args.rows.split(","), args.settings.split(",")
     unknown = sorted((set(rows) - set(ROWS)) | (set(settings) - set(SETTINGS)))
     if unknown:
