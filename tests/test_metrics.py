@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from jdcl.metrics import AccuracyMatrix, accuracy_per_task, continual_metrics
+from jdcl.metrics import AccuracyMatrix, accuracy_per_task, accuracy_rows_from_json, continual_metrics
 
 
 THREE_TASKS = [[0.9], [0.6, 0.8], [0.5, 0.7, 0.9]]
@@ -80,6 +80,18 @@ def test_accuracy_matrix_rows_json_and_metrics():
     assert matrix.metrics() == pytest.approx(continual_metrics(THREE_TASKS))
     with pytest.raises(ValueError, match="already has all 3 rows"):
         matrix.add_row([0.1, 0.1, 0.1])
+
+
+def test_accuracy_matrix_json_round_trip_keeps_nan_and_drops_untrained_tasks():
+    matrix = AccuracyMatrix(num_tasks=3, rows=[[math.nan, 0.2], [0.5, 0.75, 0.1]])
+    written = json.loads(json.dumps(matrix.to_list()))
+    assert written == [[None, None, None], [0.5, 0.75, None]]
+    assert matrix.lower_triangle_list() == [[None], [0.5, 0.75]]
+    assert matrix.lower_triangle_list(1) == [[None]]
+    rows = accuracy_rows_from_json(written)
+    assert math.isnan(rows[0][0]) and rows[1] == [0.5, 0.75] and len(rows[0]) == 1
+    reloaded = AccuracyMatrix(num_tasks=3, rows=rows)
+    assert reloaded.to_list() == written
 
 
 def test_accuracy_matrix_validates_rows():

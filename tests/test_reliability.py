@@ -90,6 +90,22 @@ def test_a_folder_whose_run_failed_before_any_result_may_be_claimed_again(tmp_pa
         ContinualTrainer(tiny_config(output_dir, seed=3))
 
 
+def test_a_few_label_run_of_the_earlier_semi_supervised_stage_is_not_resumed(tmp_path):
+    output_dir = tmp_path / "run"
+    config = tiny_config(output_dir, labeled_fraction=0.5, resume_from_checkpoint="latest")
+    trainer = ContinualTrainer(config)
+    # A few-label folder of an earlier version: its identity has no `horizontal_flip` (added with the authors' stage).
+    earlier = {k: v for k, v in trainer.identity.items() if k != "horizontal_flip"}
+    trainer.run_folder.write_run_config(earlier, config.to_dict())
+    (output_dir / "task-1").mkdir()
+    with pytest.raises(ValueError, match="few-label run of an earlier jdcl version"):
+        ContinualTrainer(config)
+    # The same record without few labels is an ordinary run of another configuration, not the earlier stage.
+    trainer.run_folder.write_run_config({**earlier, "labeled_fraction": None}, config.to_dict(), replace=True)
+    with pytest.raises(ValueError, match=r"another configuration \(differs in \['labeled_fraction'\]\)"):
+        ContinualTrainer(config)
+
+
 def test_resume_from_a_named_checkpoint(tmp_path, monkeypatch, caplog):
     settings = {"local_train_steps": 4, "global_train_steps": 4, "checkpointing_steps": 2, "num_tasks": 1}
     settings["class_order"] = [0, 1]

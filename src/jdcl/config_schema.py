@@ -135,6 +135,19 @@ ADDED_FIELDS = (
 )
 
 
+def ran_earlier_semi_supervised_stage(recorded: Mapping[str, Any]) -> bool:
+    r"""
+    Whether a recorded run identity is a few-label run of jdcl's earlier semi-supervised stage (its diffusion loss saw
+    the labelled batch too, with other views), which this version cannot continue. `horizontal_flip` came with the
+    authors' stage, so a few-label record without it ran the earlier one.
+
+    Args:
+        recorded (`Mapping[str, Any]`): A run folder's recorded identity.
+    """
+    few_labels = recorded.get("labeled_fraction") is not None or recorded.get("labeled_per_class") is not None
+    return few_labels and "horizontal_flip" not in recorded
+
+
 def add_missing_defaults(recorded: Mapping[str, Any]) -> dict[str, Any]:
     r"""
     Recorded configuration values (a run folder's identity, a benchmark row) in today's keys, with the fields added

@@ -7,15 +7,20 @@ trains task K+1 onwards with it as the previous model, so that its classes are r
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import datasets
+from diffusers.models.unets.unet_2d import UNet2DModel
 
+from .config import JDCLTrainingConfig
 from .data import ClassificationData
-from .models import JointUNet2DModel
+from .hub import download_checkpoint
+from .metrics import accuracy_rows_from_json
+from .models import JointUNet2DModel, joint_unet_from_unet2d
 from .pipelines.pipeline_jdcl import JDCLPipeline
-from .tasks import split_into_tasks
+from .strategies import STRATEGIES
+from .tasks import ClassIncrementalSplit, split_into_tasks
 
 
 logger = logging.getLogger(__name__)
@@ -32,8 +37,8 @@ class TaskCheckpoint:
         class_names (`list[str]`): The name of every class of the model's head, by class index.
         class_order (`list[int]`): The order in which its run was to learn the classes.
         tasks (`list[list[int]]`): The classes of each of its K tasks.
-        accuracy_matrix (`list[list[float]]`, *optional*): Its run's accuracy matrix, K rows (NaN where an accuracy
-            was not measured); `None` for a checkpoint that did not record it.
+        accuracy_matrix (`list[list[float]]`, *optional*): Its run's accuracy matrix, K rows, row `i` with `i + 1`
+            entries (NaN where an accuracy was not measured); `None` for a checkpoint that did not record it.
     """
 
     source: str
@@ -84,16 +89,13 @@ class TaskCheckpoint:
                 f"{list(seen_classes)}, but records the tasks {tasks}. Its model_index.json was edited; restore it."
             )
         recorded = config.get("accuracy_matrix")
-        accuracy_matrix = None
-        if recorded is not None:
-            accuracy_matrix = [[math.nan if value is None else float(value) for value in row] for row in recorded]
         return cls(
             source=source,
             model=pipeline.unet,
             class_names=list(pipeline.class_names),
             class_order=class_order,
             tasks=[list(task) for task in tasks],
-            accuracy_matrix=accuracy_matrix,
+            accuracy_matrix=accuracy_rows_from_json(recorded[:task_index]) if recorded is not None else None,
         )
 
     def align_data(self, data: ClassificationData, class_names_map: Mapping[str, str] | None) -> ClassificationData:
@@ -181,6 +183,35 @@ class TaskCheckpoint:
             )
         return split_into_tasks(new_classes, num_tasks)
 
+    def continued_split(self, class_order: list[int] | None, num_tasks: int) -> ClassIncrementalSplit:
+        r"""
+        The tasks of the whole continued run: the checkpoint's, then the new ones ([`~TaskCheckpoint.new_tasks`]),
+        which are logged.
+
+        Args:
+            class_order (`list[int]`, *optional*): As for [`~TaskCheckpoint.new_tasks`].
+            num_tasks (`int`): How many new tasks.
+        """
+        new_tasks = self.new_tasks(class_order, num_tasks)
+        log_continuation(self, new_tasks)
+        return ClassIncrementalSplit(tasks=self.tasks + new_tasks)
+
+    def accuracy_rows(self, measure_last_row: Callable[[], list[float]]) -> list[list[float]]:
+        r"""
+        The accuracy matrix rows of the checkpoint's tasks, with which the continued run's matrix starts: as its run
+        recorded them, or, for a checkpoint that recorded none, its last row measured now (the earlier rows NaN).
+
+        Args:
+            measure_last_row (`Callable[[], list[float]]`): Measures the checkpoint's accuracy on each of its tasks.
+        """
+        if self.accuracy_matrix is not None:
+            return self.accuracy_matrix
+        logger.warning(
+            f"The checkpoint {self.source} records no accuracy matrix: its row is measured now, the rows before it "
+            "are unknown (NaN)."
+        )
+        return [[math.nan] * (i + 1) for i in range(self.num_tasks - 1)] + [measure_last_row()]
+
 
 def load_task_checkpoint(folder, source: str) -> tuple[JointUNet2DModel, "TaskCheckpoint | None"]:
     r"""
@@ -205,3 +236,89 @@ def log_continuation(checkpoint: TaskCheckpoint, new_tasks: list[list[int]]) -> 
         f"{[names[c] for c in checkpoint.seen_classes]}): tasks {checkpoint.num_tasks + 1}-"
         f"{checkpoint.num_tasks + len(new_tasks)} learn {[[names[c] for c in task] for task in new_tasks]}."
     )
+
+
+def load_pretrained_unet(config: JDCLTrainingConfig, num_classes: int) -> JointUNet2DModel:
+    r"""
+    The diffusers `UNet2DModel` of `--pretrained_unet` as a [`JointUNet2DModel`] with a fresh head of `num_classes`,
+    seeded by `--seed`.
+
+    Args:
+        config ([`JDCLTrainingConfig`]): The run's configuration.
+        num_classes (`int`): The classes of the data set.
+    """
+    folder = download_checkpoint(config.pretrained_unet, flag="--pretrained_unet")
+    subfolder = config.pretrained_unet_subfolder
+    try:
+        unet = UNet2DModel.from_pretrained(folder, subfolder=subfolder)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"--pretrained_unet {config.pretrained_unet} holds no diffusers UNet2DModel"
+            f"{f' in {subfolder}/' if subfolder else ''} ({error}); pass --pretrained_unet_subfolder unet for a "
+            "pipeline folder."
+        ) from None
+    model = joint_unet_from_unet2d(
+        unet,
+        num_classes=num_classes,
+        classifier_hidden_dim=config.unet_config["classifier_hidden_dim"],
+        classifier_dropout=config.unet_config["classifier_dropout"],
+        seed=config.seed,
+    )
+    check_resolution(model, config.resolution, f"--pretrained_unet {config.pretrained_unet}")
+    return model
+
+
+def load_run_start(
+    config: JDCLTrainingConfig, num_classes: int
+) -> tuple[JointUNet2DModel | None, TaskCheckpoint | None]:
+    r"""
+    What a run starts from, checked before any training.
+
+    Args:
+        config ([`JDCLTrainingConfig`]): The run's configuration (`--pretrained_unet`,
+            `--pretrained_model_name_or_path`, `--pretrained_revision`).
+        num_classes (`int`): The classes of the data set.
+
+    Returns:
+        `tuple`: `(model, None)` for a diffusers UNet or a pipeline saved by hand, whose model the first task starts
+        from; `(None, checkpoint)` for a task checkpoint of a run, which this run continues; `(None, None)` when neither
+        is given.
+    """
+    if config.pretrained_unet is not None:
+        return load_pretrained_unet(config, num_classes), None
+    if config.pretrained_model_name_or_path is None:
+        return None, None
+    path, revision = config.pretrained_model_name_or_path, config.pretrained_revision
+    source = f"{path}@{revision}" if revision is not None else path
+    model, checkpoint = load_task_checkpoint(download_checkpoint(path, revision), source)
+    check_resolution(model, config.resolution, source)
+    if checkpoint is None:
+        if model.config.num_classes != num_classes:
+            raise ValueError(
+                f"The pretrained model {source} has {model.config.num_classes} classes but the data set has "
+                f"{num_classes}; start from a model of this data set's classes."
+            )
+        return model, None
+    strategy = STRATEGIES[config.strategy]
+    if strategy.state_outside_checkpoint is not None:
+        able = sorted(name for name, other in STRATEGIES.items() if other.state_outside_checkpoint is None)
+        raise ValueError(
+            f"`--strategy {config.strategy}` cannot continue the checkpoint {source}: it needs "
+            f"{strategy.state_outside_checkpoint}, which a published checkpoint does not hold. Continue it with one of "
+            f"{able}, or resume the original run from its own --output_dir."
+        )
+    if not strategy.keeps_old_classes:
+        logger.warning(
+            f"`--strategy {config.strategy}` keeps nothing of earlier classes: the classes {checkpoint.seen_classes} "
+            f"that {source} has learned will be forgotten."
+        )
+    return None, checkpoint
+
+
+def check_resolution(model: JointUNet2DModel, resolution: int, source: str) -> None:
+    """Refuses a pretrained model whose sample size is not the run's `--resolution`."""
+    if model.config.sample_size != resolution:
+        raise ValueError(
+            f"The pretrained model {source} has sample_size={model.config.sample_size} but this run needs "
+            f"{resolution} (--resolution); pass --resolution {model.config.sample_size}."
+        )

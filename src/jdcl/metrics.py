@@ -107,6 +107,17 @@ def _validate_row(row: Any, i: int) -> list[float]:
     return values
 
 
+def accuracy_rows_from_json(rows: Sequence[Sequence[float | None]]) -> list[list[float]]:
+    """
+    An accuracy matrix as [`AccuracyMatrix.to_list`] writes it to JSON (`None` for an unmeasured accuracy and for tasks
+    not trained yet) back as rows of floats: row `i` with its `i + 1` entries, NaN where `None` was written.
+
+    Args:
+        rows (`Sequence[Sequence[float | None]]`): The rows read from `metrics.json` or `model_index.json`.
+    """
+    return [[math.nan if value is None else float(value) for value in row[: i + 1]] for i, row in enumerate(rows)]
+
+
 def lower_triangle(accuracy_matrix: Any) -> list[list[float]]:
     """
     Validates an accuracy matrix and returns its required entries `a[i][j]`, `j <= i`, as floats.
@@ -233,6 +244,16 @@ class AccuracyMatrix:
                 [row[j] if j <= i and j < len(row) and not math.isnan(row[j]) else None for j in range(self.num_tasks)]
             )
         return table
+
+    def lower_triangle_list(self, num_rows: int | None = None) -> list[list[float | None]]:
+        """
+        The first `num_rows` rows (all when `None`) as JSON-ready lists, row `i` with its `i + 1` measured entries
+        (`None` for NaN): what a saved pipeline records.
+
+        Args:
+            num_rows (`int`, *optional*, defaults to `None`): How many rows.
+        """
+        return [row[: i + 1] for i, row in enumerate(self.to_list()[:num_rows])]
 
     def metrics(self) -> dict[str, float]:
         """

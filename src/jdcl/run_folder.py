@@ -23,7 +23,7 @@ import PIL.Image
 from accelerate import PartialState
 
 from .atomic import atomic_directory, write_json
-from .config_schema import add_missing_defaults
+from .config_schema import add_missing_defaults, ran_earlier_semi_supervised_stage
 from .metrics import AccuracyMatrix
 from .paths import check_writable_folder, read_json
 from .pipelines.pipeline_jdcl import JDCLPipeline
@@ -93,6 +93,12 @@ class RunFolder:
             return True
         if not self.holds_results():
             return True
+        if ran_earlier_semi_supervised_stage(recorded["identity"]):
+            raise ValueError(
+                f"{self.path} holds a few-label run of an earlier jdcl version, whose semi-supervised stage differed "
+                "(its diffusion loss also saw the labelled batch, with other views); this version cannot continue it. "
+                "Start the run again in another --output_dir, or finish it with the jdcl version that began it."
+            )
         previous = add_missing_defaults(recorded["identity"])
         if previous != identity:
             changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))

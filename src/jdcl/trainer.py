@@ -6,19 +6,17 @@ learns each task from the model after the previous one.
 
 import copy
 import logging
-import math
 import time
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
-from diffusers.models.unets.unet_2d import UNet2DModel
 from tqdm.auto import tqdm
 
 from .augment import TwoViewAugmentation
 from .compilation import compile_kwargs, dynamo_plugin
 from .config import JDCLTrainingConfig
-from .continuation import TaskCheckpoint, load_task_checkpoint, log_continuation
+from .continuation import load_run_start
 from .data import (
     BUNDLED_DATASET_NAME,
     ClassificationData,
@@ -29,11 +27,11 @@ from .data import (
     prepare_tensors,
 )
 from .evaluation import TaskEvaluation, evaluate_seen_tasks
-from .hub import TaskHubUploader, download_checkpoint
+from .hub import TaskHubUploader
 from .labels import pseudo_label_summary, select_labeled
-from .metrics import AccuracyMatrix
+from .metrics import AccuracyMatrix, accuracy_rows_from_json
 from .model_card import make_task_model_card
-from .models import JointUNet2DModel, joint_unet_from_unet2d
+from .models import JointUNet2DModel
 from .pipelines.pipeline_jdcl import JDCLPipeline
 from .plotting import make_class_grid
 from .quality.task_quality import TaskQuality, quality_scalars
@@ -103,13 +101,16 @@ class ContinualTrainer:
         # Everything that can be wrong is checked here, before any training.
         self.data = data if data is not None else self._load_data()
         # A published task checkpoint is continued; a pipeline saved by hand or a diffusers UNet starts task 1.
-        self.pretrained_model, self.checkpoint = self._load_pretrained_model()
+        self.pretrained_model, self.checkpoint = load_run_start(config, self.data.num_classes)
         if self.checkpoint is None:
             self.class_order = resolve_class_order(config.class_order, self.data.class_names)
             self.split = ClassIncrementalSplit.from_order(self.class_order, config.num_tasks)
         else:
             self.data = self.checkpoint.align_data(self.data, config.class_names_map)
-            self.split = self._continued_split(self.checkpoint)
+            new_order = None
+            if config.class_order is not None:
+                new_order = resolve_class_order(config.class_order, self.data.class_names)
+            self.split = self.checkpoint.continued_split(new_order, config.num_tasks)
             self.class_order = self.split.all_classes
         self.first_task = self.checkpoint.num_tasks if self.checkpoint is not None else 0
         STRATEGIES[config.strategy].check_classes(config, len(self.split.all_classes))
@@ -181,77 +182,6 @@ class ContinualTrainer:
     @property
     def dataset_display_name(self) -> str:
         return self.config.dataset_name or self.config.train_data_dir or BUNDLED_DATASET_NAME
-
-    def _load_pretrained_model(self) -> tuple[JointUNet2DModel | None, TaskCheckpoint | None]:
-        r"""
-        What the run starts from: `(model the first task starts from, None)` for a pipeline saved by hand or a diffusers
-        UNet, `(None, checkpoint)` for a task checkpoint of a run, which this run continues; `(None, None)` when
-        neither is given.
-        """
-        config = self.config
-        if config.pretrained_unet is not None:
-            folder = download_checkpoint(config.pretrained_unet, flag="--pretrained_unet")
-            try:
-                unet = UNet2DModel.from_pretrained(folder, subfolder=config.pretrained_unet_subfolder)
-            except (OSError, ValueError) as error:
-                raise ValueError(
-                    f"--pretrained_unet {config.pretrained_unet} holds no diffusers UNet2DModel"
-                    f"{f' in {config.pretrained_unet_subfolder}/' if config.pretrained_unet_subfolder else ''} ({error}); "
-                    "pass --pretrained_unet_subfolder unet for a pipeline folder."
-                ) from None
-            model = joint_unet_from_unet2d(
-                unet,
-                num_classes=self.data.num_classes,
-                classifier_hidden_dim=config.unet_config["classifier_hidden_dim"],
-                classifier_dropout=config.unet_config["classifier_dropout"],
-                seed=config.seed,
-            )
-            self._check_pretrained_size(model, f"--pretrained_unet {config.pretrained_unet}")
-            return model, None
-        if config.pretrained_model_name_or_path is None:
-            return None, None
-        path, revision = config.pretrained_model_name_or_path, config.pretrained_revision
-        source = f"{path}@{revision}" if revision is not None else path
-        model, checkpoint = load_task_checkpoint(download_checkpoint(path, revision), source)
-        self._check_pretrained_size(model, source)
-        if checkpoint is None:
-            if model.config.num_classes != self.data.num_classes:
-                raise ValueError(
-                    f"The pretrained model {source} has {model.config.num_classes} classes but the data set has "
-                    f"{self.data.num_classes}; start from a model of this data set's classes."
-                )
-            return model, None
-        strategy = STRATEGIES[config.strategy]
-        if strategy.state_outside_checkpoint is not None:
-            able = sorted(name for name, other in STRATEGIES.items() if other.state_outside_checkpoint is None)
-            raise ValueError(
-                f"`--strategy {config.strategy}` cannot continue the checkpoint {source}: it needs "
-                f"{strategy.state_outside_checkpoint}, which a published checkpoint does not hold. Continue it with "
-                f"one of {able}, or resume the original run from its own --output_dir."
-            )
-        if not strategy.keeps_old_classes:
-            logger.warning(
-                f"`--strategy {config.strategy}` keeps nothing of earlier classes: the classes "
-                f"{checkpoint.seen_classes} that {source} has learned will be forgotten."
-            )
-        return None, checkpoint
-
-    def _check_pretrained_size(self, model: JointUNet2DModel, source: str) -> None:
-        if model.config.sample_size != self.config.resolution:
-            raise ValueError(
-                f"The pretrained model {source} has sample_size={model.config.sample_size} but this run needs "
-                f"{self.config.resolution} (--resolution); pass --resolution {model.config.sample_size}."
-            )
-
-    def _continued_split(self, checkpoint: TaskCheckpoint) -> ClassIncrementalSplit:
-        """The checkpoint's tasks, then the new ones this run learns."""
-        config = self.config
-        class_order = None
-        if config.class_order is not None:
-            class_order = resolve_class_order(config.class_order, self.data.class_names)
-        new_tasks = checkpoint.new_tasks(class_order, config.num_tasks)
-        log_continuation(checkpoint, new_tasks)
-        return ClassIncrementalSplit(tasks=checkpoint.tasks + new_tasks)
 
     def new_model(self, seed: int) -> JointUNet2DModel:
         r"""
@@ -380,7 +310,8 @@ class ContinualTrainer:
         if self.checkpoint is not None:
             # The continued run's matrix starts with the checkpoint's rows, so it reads as one run's.
             model = self.checkpoint.model.to(accelerator.device).eval()
-            for row in self._checkpoint_rows(model):
+            last_task = self.first_task - 1
+            for row in self.checkpoint.accuracy_rows(lambda: self._evaluate(model, last_task).accuracy_per_task):
                 accuracy_matrix.add_row(row)
             if len(metrics["accuracy_seen"]) < self.first_task:
                 metrics["accuracy_seen"] = [None] * self.first_task
@@ -447,30 +378,13 @@ class ContinualTrainer:
             accelerator.end_training()
         return final
 
-    def _checkpoint_rows(self, model: JointUNet2DModel) -> list[list[float]]:
-        r"""
-        The accuracy matrix rows of the continued checkpoint's tasks: as its run recorded them, or, for a checkpoint
-        that recorded none, its own accuracy measured now on this data set's test split (the earlier rows unknown).
-        """
-        num_tasks = self.checkpoint.num_tasks
-        if self.checkpoint.accuracy_matrix is not None:
-            return [row[: i + 1] for i, row in enumerate(self.checkpoint.accuracy_matrix[:num_tasks])]
-        logger.warning(
-            f"The checkpoint {self.checkpoint.source} records no accuracy matrix: its row is measured now, the rows "
-            "before it are unknown (NaN)."
-        )
-        measured = self._evaluate(model, num_tasks - 1).accuracy_per_task
-        return [[math.nan] * (i + 1) for i in range(num_tasks - 1)] + [measured]
-
     def _load_finished_task(self, task_index: int, metrics: dict, accuracy_matrix: AccuracyMatrix) -> JointUNet2DModel:
         task_dir = self.run_folder.task_dir(task_index)
         model = JDCLPipeline.from_pretrained(task_dir).unet.to(self.accelerator.device).eval()
         record = self.run_folder.read_task_record(task_index)
         key = str(task_index + 1)
         if task_index < len(metrics["accuracy_matrix"]) and task_index < len(metrics["accuracy_seen"]):
-            recorded = metrics["accuracy_matrix"][task_index][: task_index + 1]
-            # metrics.json writes an accuracy that was not measured (NaN) as null.
-            accuracy_matrix.add_row([math.nan if value is None else value for value in recorded])
+            accuracy_matrix.add_row(accuracy_rows_from_json(metrics["accuracy_matrix"])[task_index])
         elif record is not None:
             # Killed between saving the task folder and writing metrics.json: its record says what it measured.
             accuracy_matrix.add_row(record["accuracy_per_task"])
@@ -538,9 +452,7 @@ class ContinualTrainer:
         metrics["strategy"] = self.config.strategy
         metrics["class_order"] = self.class_order
         metrics["tasks"] = self.split.tasks
-        metrics["accuracy_matrix"] = [
-            row + [None] * (self.split.num_tasks - len(row)) for row in accuracy_matrix.to_list()
-        ]
+        metrics["accuracy_matrix"] = accuracy_matrix.to_list()
         metrics.update(accuracy_matrix.metrics())
         if self.accelerator.is_main_process:
             title = f"{self.config.strategy} on {self.dataset_display_name}"
@@ -568,9 +480,7 @@ class ContinualTrainer:
             task_index=task_index + 1,
             num_tasks=self.split.num_tasks,
             tasks=self.split.tasks[: task_index + 1],
-            accuracy_matrix=None
-            if accuracy_matrix is None
-            else [row[: i + 1] for i, row in enumerate(accuracy_matrix.to_list()[: task_index + 1])],
+            accuracy_matrix=None if accuracy_matrix is None else accuracy_matrix.lower_triangle_list(task_index + 1),
         )
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
