@@ -69,11 +69,12 @@ from jdcl import JDCLPipeline
 from jdcl.atomic import atomic_file
 from jdcl.config import JDCLTrainingConfig
 from jdcl.config_schema import add_missing_defaults
-from jdcl.data import ClassificationData, infer_num_channels, load_classification_dataset, prepare_tensors
+from jdcl.data import ClassificationData, load_classification_dataset
 from jdcl.hub import task_revision
 from jdcl.models import mask_logits
 from jdcl.strategies.base import registered_options
 from jdcl.tasks import ClassIncrementalSplit, resolve_class_order
+from jdcl.tensor_data import infer_num_channels, prepare_tensors
 from jdcl.trainer import train_jdcl
 from machine import machine_summary
 

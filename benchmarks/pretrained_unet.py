@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import continual
 from jdcl.atomic import atomic_directory
-from jdcl.data import infer_num_channels, prepare_tensors
+from jdcl.tensor_data import infer_num_channels, prepare_tensors
 from jdcl.trainer import train_jdcl
 from machine import machine_summary
 

@@ -56,10 +56,10 @@ from continual import (
     save_results,
 )
 from jdcl import JDCLPipeline
-from jdcl.data import infer_num_channels, prepare_tensors
 from jdcl.hub import task_revision
 from jdcl.models import mask_logits
 from jdcl.tasks import ClassIncrementalSplit, resolve_class_order
+from jdcl.tensor_data import infer_num_channels, prepare_tensors
 from jdcl.trainer import train_jdcl
 from machine import machine_summary
 from workers import run_in_workers

@@ -40,10 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from continual import default_dataset_path  # noqa: E402
 from jdcl import JDCLPipeline, JointUNet2DModel
 from jdcl.config import JDCLTrainingConfig
-from jdcl.data import TensorData, infer_num_channels, load_classification_dataset, prepare_tensors
+from jdcl.data import load_classification_dataset
 from jdcl.quality import QualityReference, load_or_train_referee
 from jdcl.rehearsal import RehearsalSampler
 from jdcl.schedulers import sampling_scheduler_from_config
+from jdcl.tensor_data import TensorData, infer_num_channels, prepare_tensors
 from machine import machine_summary  # noqa: E402
 
 

@@ -40,12 +40,12 @@ from jdcl import JDCLPipeline, JointUNet2DModel
 from jdcl.augment import TwoViewAugmentation
 from jdcl.compilation import dynamo_plugin, maybe_compile, memory_format
 from jdcl.config import JDCLTrainingConfig
-from jdcl.data import TensorData
 from jdcl.objectives import DistillationObjective, JointObjective
 from jdcl.rehearsal import RehearsalSet
 from jdcl.schedulers import sampling_scheduler_from_config
 from jdcl.stage import Stage, StageRunner
 from jdcl.stage_data import StageData
+from jdcl.tensor_data import TensorData
 from machine import machine_description
 from speed import MIXED_PRECISION_DTYPES, count_flops, synchronize
 

@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from jdcl.buffer import ReplayBuffer
-from jdcl.data import TensorData
 from jdcl.stage_data import StageData
+from jdcl.tensor_data import TensorData
 from jdcl.trainer import train_jdcl
 
 from .test_reliability import tiny_config

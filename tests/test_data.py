@@ -7,16 +7,8 @@ import PIL.Image
 import pytest
 import torch
 
-from jdcl.data import (
-    BUNDLED_DATASET_NAME,
-    ClassificationData,
-    TensorData,
-    images_to_tensor,
-    infer_num_channels,
-    load_bundled_digits,
-    load_classification_dataset,
-    prepare_tensors,
-)
+from jdcl.data import BUNDLED_DATASET_NAME, ClassificationData, load_bundled_digits, load_classification_dataset
+from jdcl.tensor_data import TensorData, images_to_tensor, infer_num_channels, prepare_tensors
 
 
 MNIST_10K = "/work/shared/data/mnist-10k"

@@ -11,11 +11,11 @@ from safetensors.torch import load_file
 from jdcl import JDCLPipeline
 from jdcl.buffer import ReplayBuffer
 from jdcl.config import JDCLTrainingConfig
-from jdcl.data import TensorData
 from jdcl.objectives import StageOutputs
 from jdcl.stage_data import StageData
 from jdcl.strategies.der import DERObjective
 from jdcl.strategies.lwf import LwFObjective
+from jdcl.tensor_data import TensorData
 from jdcl.trainer import train_jdcl
 
 from .utils import TINY_RUN, tiny_unet

@@ -10,7 +10,6 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
-from jdcl.data import TensorData
 from jdcl.quality import (
     DinoV2FeatureExtractor,
     InceptionFeatureExtractor,
@@ -21,6 +20,7 @@ from jdcl.quality import (
     kernel_distance,
     load_or_train_referee,
 )
+from jdcl.tensor_data import TensorData
 
 
 def features_with_moments(mean: torch.Tensor, std: torch.Tensor, count: int, seed: int) -> torch.Tensor:

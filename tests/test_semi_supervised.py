@@ -13,11 +13,12 @@ from safetensors.torch import load_file
 
 from jdcl import JDCLPipeline, JointUNet2DModel
 from jdcl.augment import TwoViewAugmentation
-from jdcl.data import ClassificationData, TensorData, labels_of, load_classification_dataset
+from jdcl.data import ClassificationData, labels_of, load_classification_dataset
 from jdcl.labels import pseudo_label_summary, select_labeled
 from jdcl.objectives import FixMatchObjective, JointObjective, StageOutputs
 from jdcl.stage import LOCAL, StageRunner
 from jdcl.stage_data import StageData
+from jdcl.tensor_data import TensorData
 from jdcl.trainer import ContinualTrainer, train_jdcl
 
 from .test_reliability import tiny_config

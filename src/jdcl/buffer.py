@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from .atomic import atomic_file
-from .data import TensorData
 from .paths import read_safetensors
+from .tensor_data import TensorData
 
 
 BUFFER_POLICIES = ("class_balanced", "reservoir")

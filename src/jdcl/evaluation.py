@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import TensorData, uint8_to_model_range
 from .metrics import accuracy_per_task
 from .models import JointUNet2DModel, mask_logits
+from .tensor_data import TensorData, uint8_to_model_range
 
 
 @dataclass

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .data import TensorData, uint8_to_model_range
 from .rehearsal import RehearsalSet
+from .tensor_data import TensorData, uint8_to_model_range
 
 
 @dataclass

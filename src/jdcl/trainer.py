@@ -17,15 +17,7 @@ from .augment import TwoViewAugmentation
 from .compilation import compile_kwargs, dynamo_plugin
 from .config import JDCLTrainingConfig
 from .continuation import load_run_start
-from .data import (
-    BUNDLED_DATASET_NAME,
-    ClassificationData,
-    TensorData,
-    infer_num_channels,
-    labels_of,
-    load_classification_dataset,
-    prepare_tensors,
-)
+from .data import BUNDLED_DATASET_NAME, ClassificationData, labels_of, load_classification_dataset
 from .evaluation import TaskEvaluation, evaluate_seen_tasks
 from .hub import TaskHubUploader
 from .labels import pseudo_label_summary, select_labeled
@@ -40,6 +32,7 @@ from .schedulers import sampling_scheduler_from_config
 from .stage import StageRunner
 from .strategies import STRATEGIES, ContinualStrategy, Task
 from .tasks import ClassIncrementalSplit, resolve_class_order
+from .tensor_data import TensorData, infer_num_channels, prepare_tensors
 from .tracking import check_tracker_installed, log_image
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from ..data import uint8_to_model_range
+from ..tensor_data import uint8_to_model_range
 from .extractors import FeatureExtractor
 
 

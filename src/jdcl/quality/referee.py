@@ -13,7 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_directory, write_json
-from ..data import TensorData, uint8_to_model_range
+from ..tensor_data import TensorData, uint8_to_model_range
 from .extractors import FeatureExtractor
 
 

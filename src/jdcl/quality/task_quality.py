@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from ..data import TensorData
 from ..models import JointUNet2DModel, mask_logits
 from ..pipelines.pipeline_jdcl import JDCLPipeline
 from ..rehearsal import RehearsalSet
+from ..tensor_data import TensorData
 from .distances import QualityReference
 from .extractors import DinoV2FeatureExtractor, FeatureExtractor, InceptionFeatureExtractor
 from .referee import load_or_train_referee

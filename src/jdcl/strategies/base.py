@@ -12,13 +12,13 @@ from accelerate import Accelerator
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from ..atomic import atomic_directory, write_json
-from ..data import TensorData
 from ..models.joint_unet_2d import JointUNet2DModel
 from ..objectives import FixMatchObjective, JointObjective
 from ..options import StrategyOption, UnknownKeysError, check_choice
 from ..rehearsal import RehearsalSampler, RehearsalSet, RehearsalSource
 from ..stage import StageRunner
 from ..stage_data import StageData
+from ..tensor_data import TensorData
 
 
 STRATEGIES: dict[str, type["ContinualStrategy"]] = {}

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..data import TensorData
 from ..evaluation import classify_logits
 from ..models.joint_unet_2d import JointUNet2DModel
 from ..objectives import JointObjective, StageOutputs, joint_loss
 from ..options import StrategyOption
+from ..tensor_data import TensorData
 from .base import register_strategy
 from .replay_buffer import ReplayBufferStrategy
 

@@ -3,11 +3,11 @@
 import torch
 
 from ..buffer import BUFFER_POLICIES, ReplayBuffer
-from ..data import TensorData
 from ..models.joint_unet_2d import JointUNet2DModel
 from ..objectives import StageObjective
 from ..options import StrategyOption
 from ..stage import Stage
+from ..tensor_data import TensorData
 from .base import ContinualStrategy, Task, register_strategy
 
 
