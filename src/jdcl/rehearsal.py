@@ -23,7 +23,8 @@ from .compilation import maybe_compile, memory_format
 from .config_schema import CHOICES
 from .models import JointUNet2DModel, class_mask, mask_logits
 from .paths import read_safetensors
-from .pipelines.pipeline_jdcl import JDCLPipeline, check_sampling_arguments
+from .pipelines.pipeline_inputs import check_sampling_arguments
+from .pipelines.pipeline_jdcl import JDCLPipeline
 
 
 logger = logging.getLogger(__name__)
