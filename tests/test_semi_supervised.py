@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from jdcl import JDCLPipeline, JointUNet2DModel
 from jdcl.augment import TwoViewAugmentation
 from jdcl.data import ClassificationData, labels_of, load_classification_dataset
-from jdcl.labels import pseudo_label_summary, select_labeled
+from jdcl.labels import count_pseudo_labels, pseudo_label_summary, select_labeled
 from jdcl.objectives import FixMatchObjective, JointObjective, StageOutputs
 from jdcl.stage import LOCAL, StageRunner
 from jdcl.stage_data import StageData
@@ -207,13 +207,12 @@ def test_the_unlabelled_pool_is_every_training_image_and_the_labelled_batch_the_
 
 def test_counted_pseudo_labels_and_their_summary_on_a_hand_computed_case(tmp_path):
     runner = StageRunner(Accelerator(cpu=True), tiny_config(tmp_path), TwoViewAugmentation(8, 1), show_progress=False)
-    model = JointUNet2DModel(sample_size=8, in_channels=1, out_channels=1, num_classes=4, **TINY_UNET)
     objective = FixMatchObjective(pseudo_label_threshold=0.9)
     # Four images of classes 2 and 3: confident in 2 (right), in 0 (an old class), in 3 (wrong), and unsure.
     weak_logits = torch.tensor([[0, 0, 9, 0], [9, 0, 0, 0], [0, 0, 0, 9], [1, 1, 1, 1]], dtype=torch.float)
-    counts = runner._count_pseudo_labels(None, objective, weak_logits, torch.tensor([2, 3, 2, 3]), model)
+    counts = count_pseudo_labels(None, *objective.pseudo_labels(weak_logits), torch.tensor([2, 3, 2, 3]), 4)
     assert counts.tolist() == [4, 3, 1, 1, 0, 1, 1]
-    counts = runner._count_pseudo_labels(counts, objective, weak_logits[:1], torch.tensor([2]), model)
+    counts = count_pseudo_labels(counts, *objective.pseudo_labels(weak_logits[:1]), torch.tensor([2]), 4)
     logged = runner._record_pseudo_labels(counts, torch.tensor([2, 3]), LOCAL, 1, 9)
     assert logged == {"pseudo_label_precision": 2 / 4, "pseudo_label_other_task": 1 / 4}
     record = runner.pseudo_label_records[1]

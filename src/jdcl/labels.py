@@ -1,7 +1,10 @@
 """Few labels: which training examples of each class keep their label in the semi-supervised setting, and how good
 the pseudo-labels of a run were."""
 
+import math
+
 import numpy as np
+import torch
 
 
 def select_labeled(
@@ -34,6 +37,76 @@ def select_labeled(
         count = per_class if per_class is not None else max(1, round(fraction * len(members)))
         labeled[rng.choice(members, size=count, replace=False)] = True
     return labeled
+
+
+def count_pseudo_labels(
+    counts: torch.Tensor | None,
+    pseudo_labels: torch.Tensor,
+    kept: torch.Tensor,
+    true_labels: torch.Tensor,
+    num_classes: int,
+) -> torch.Tensor:
+    r"""
+    Adds one batch's pseudo-labels to the counts since the last log, on the device and without waiting for it. The
+    true labels only measure; no loss reads them.
+
+    Args:
+        counts (`torch.Tensor`, *optional*): The counts so far, `None` for the first batch.
+        pseudo_labels (`torch.Tensor`): The pseudo-label of each unlabelled image.
+        kept (`torch.Tensor`): Whether each was confident enough to be learned.
+        true_labels (`torch.Tensor`): The images' true classes.
+        num_classes (`int`): The model's classes.
+
+    Returns:
+        `torch.Tensor`: `[images, kept, kept and right, kept per class...]`.
+    """
+    if counts is None:
+        counts = torch.zeros(3 + num_classes, device=pseudo_labels.device)
+    counts[0] += len(kept)
+    counts[1] += kept.sum()
+    counts[2] += (kept & (pseudo_labels == true_labels)).sum()
+    counts[3:].index_add_(0, pseudo_labels, kept.float())
+    return counts
+
+
+def pseudo_label_record(counts: torch.Tensor, stage_name: str, step: int) -> dict:
+    r"""
+    The record of counts (from [`count_pseudo_labels`], summed over processes) that [`pseudo_label_summary`] reads.
+
+    Args:
+        counts (`torch.Tensor`): The counts since the last log.
+        stage_name (`str`): The stage that counted them.
+        step (`int`): The interval's last step.
+    """
+    images, kept, correct, *kept_per_class = counts.tolist()
+    return {
+        "stage": stage_name,
+        "step": step,
+        "unlabeled": int(images),
+        "kept": int(kept),
+        "correct": int(correct),
+        "kept_per_class": [int(count) for count in kept_per_class],
+    }
+
+
+def pseudo_label_scalars(record: dict, unlabeled_classes: torch.Tensor) -> dict[str, float]:
+    r"""
+    What a stage logs of a record: `pseudo_label_precision` (of the kept pseudo-labels, the share that is right) and
+    `pseudo_label_other_task` (the share that names a class none of the stage's unlabelled images has: a class of an
+    earlier task or one not seen yet).
+
+    Args:
+        record (`dict`): From [`pseudo_label_record`].
+        unlabeled_classes (`torch.Tensor`): The classes of the stage's unlabelled images.
+    """
+    kept = record["kept"]
+    other_task = sum(
+        count for class_index, count in enumerate(record["kept_per_class"]) if class_index not in unlabeled_classes
+    )
+    return {
+        "pseudo_label_precision": record["correct"] / kept if kept else math.nan,
+        "pseudo_label_other_task": other_task / kept if kept else math.nan,
+    }
 
 
 def pseudo_label_summary(records: list[dict], old_classes: list[int]) -> dict[str, dict[str, list]]:

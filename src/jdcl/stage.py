@@ -1,17 +1,13 @@
 """One training stage: a model, its data, a number of steps and an objective in; the trained (EMA) model out.
 
 The stage runner owns what every stage of every method shares: accelerate preparation, the optimizer, EMA, seeded
-batches, augmentation and noise, checkpoints and their resume, progress bars and logging.
+batches, augmentation and noise, checkpoints and their resume (`stage_checkpoints.py`), progress bars and logging.
 """
 
 import copy
 import json
 import logging
-import math
-import pickle
-import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,31 +15,22 @@ import torch
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 from diffusers.utils.torch_utils import randn_tensor
-from safetensors import SafetensorError
 from torch.profiler import record_function
 from tqdm.auto import tqdm
 
-from .atomic import replace_directory, write_json
+from .atomic import write_json
 from .augment import TwoViewAugmentation
 from .compilation import compile_kwargs, memory_format
+from .labels import count_pseudo_labels, pseudo_label_record, pseudo_label_scalars
 from .models.joint_unet_2d import JointUNet2DModel
 from .objectives import JointForward, StageObjective, StageOutputs
 from .schedulers import noise_scheduler_from_config
+from .stage_checkpoints import StageCheckpoints
 from .stage_data import StageBatch, StageData
 
 
 logger = logging.getLogger(__name__)
 
-# What loading a checkpoint with a file cut short or overwritten raises: safetensors, torch's zip reader, pickle, JSON.
-DAMAGED_CHECKPOINT_ERRORS = (
-    SafetensorError,
-    OSError,
-    EOFError,
-    RuntimeError,
-    pickle.UnpicklingError,
-    ValueError,
-    KeyError,
-)
 # Where the run's count of stage steps is kept (in the checkpoint folder) for a resumed run.
 GLOBAL_STEP_NAME = "global_step.json"
 
@@ -93,6 +80,7 @@ class StageRunner:
         self.config = config
         self.augmentation = augmentation
         self.checkpoint_dir = checkpoint_dir
+        self.checkpoints = StageCheckpoints(accelerator, config, checkpoint_dir)
         self.show_progress = show_progress and accelerator.is_local_main_process
         self.noise_scheduler = noise_scheduler_from_config(config)
         self.memory_format = memory_format(config.channels_last)
@@ -111,9 +99,6 @@ class StageRunner:
         return (self.config.seed * 1_000_003 + task_index * 10_007 + stage.seed_id * 1_009 + step) * 97 + (
             self.accelerator.process_index
         )
-
-    def checkpoint_root(self, task_index: int, stage: Stage) -> Path:
-        return self.checkpoint_dir / f"task-{task_index + 1}-{stage.name}"
 
     def run(
         self,
@@ -179,11 +164,11 @@ class StageRunner:
             JointForward(model, predict_noise=objective.predict_noise, classify=objective.classify), optimizer
         )
         progress_state = {"step": 0}
-        hooks = self._register_checkpoint_hooks(ema, progress_state)
+        hooks = self.checkpoints.register_hooks(ema, progress_state)
         try:
-            checkpoint = self._checkpoint_to_resume(task_index, stage)
+            checkpoint = self.checkpoints.to_resume(task_index, stage.name)
             if checkpoint is not None:
-                checkpoint = self._load_checkpoint(task_index, stage, checkpoint)
+                checkpoint = self.checkpoints.load(task_index, stage.name, checkpoint)
                 logger.info(
                     f"Resuming task {task_index + 1} {stage.name} stage from {checkpoint} "
                     f"(step {progress_state['step']})."
@@ -274,8 +259,11 @@ class StageRunner:
                             weak_logits = model.classify(weak_view)
                         # Only a FixMatch-style objective pseudo-labels; a method's own objective may not.
                         if hasattr(objective, "pseudo_labels"):
-                            pseudo_label_counts = self._count_pseudo_labels(
-                                pseudo_label_counts, objective, weak_logits, batch.unlabeled_labels, model
+                            pseudo_label_counts = count_pseudo_labels(
+                                pseudo_label_counts,
+                                *objective.pseudo_labels(weak_logits),
+                                batch.unlabeled_labels,
+                                model.config.num_classes,
                             )
                     terms = objective(
                         StageOutputs(
@@ -324,7 +312,7 @@ class StageRunner:
                 )
             progress_state["step"] = step + 1
             if (step + 1) % config.checkpointing_steps == 0 and step + 1 < num_steps:
-                self._save_checkpoint(task_index, stage, step + 1)
+                self.checkpoints.save(task_index, stage.name, step + 1)
         progress.close()
 
     # ------------------------------------------------------------------------------------------ semi-supervised
@@ -349,157 +337,10 @@ class StageRunner:
         weak_view, strong_view = augmentation.weak_view(unlabeled), augmentation.strong_view(unlabeled)
         return diffusion_view, augmentation.weak_view(batch.images), weak_view, strong_view
 
-    def _count_pseudo_labels(
-        self,
-        counts: torch.Tensor | None,
-        objective: StageObjective,
-        weak_logits: torch.Tensor,
-        true_labels: torch.Tensor,
-        model: JointUNet2DModel,
-    ) -> torch.Tensor:
-        # On the device, without waiting for it: [images, kept, kept and right, kept per class...]. The true labels
-        # measure; no loss reads them.
-        pseudo_labels, kept = objective.pseudo_labels(weak_logits)
-        num_classes = model.config.num_classes
-        if counts is None:
-            counts = torch.zeros(3 + num_classes, device=weak_logits.device)
-        counts[0] += len(kept)
-        counts[1] += kept.sum()
-        counts[2] += (kept & (pseudo_labels == true_labels)).sum()
-        counts[3:].index_add_(0, pseudo_labels, kept.float())
-        return counts
-
     def _record_pseudo_labels(
         self, counts: torch.Tensor, unlabeled_classes: torch.Tensor, stage: Stage, task_index: int, step: int
     ) -> dict[str, float]:
-        r"""
-        Keeps the pseudo-label counts since the last log in `pseudo_label_records` (the trainer stores them in the
-        metrics per task) and returns what is logged: `pseudo_label_precision` (of the kept pseudo-labels, the share
-        that is right) and `pseudo_label_other_task` (the share that names a class none of the stage's unlabelled
-        images has: a class of an earlier task or one not seen yet), both over all processes.
-        """
-        images, kept, correct, *kept_per_class = self.accelerator.reduce(counts, reduction="sum").tolist()
-        other_task = sum(
-            count for class_index, count in enumerate(kept_per_class) if class_index not in unlabeled_classes
-        )
-        self.pseudo_label_records.setdefault(task_index, []).append(
-            {
-                "stage": stage.name,
-                "step": step,
-                "unlabeled": int(images),
-                "kept": int(kept),
-                "correct": int(correct),
-                "kept_per_class": [int(count) for count in kept_per_class],
-            }
-        )
-        return {
-            "pseudo_label_precision": correct / kept if kept else math.nan,
-            "pseudo_label_other_task": other_task / kept if kept else math.nan,
-        }
-
-    # ---------------------------------------------------------------------------------------------- checkpoints
-
-    def _register_checkpoint_hooks(self, ema: EMAModel | None, progress_state: dict) -> list:
-        # Accelerate saves the model, optimizer and RNG states; these hooks add the stage's step and its EMA
-        # (through `EMAModel.save_pretrained`, safetensors), as diffusers' training examples do.
-        def save_hook(models, weights, output_dir):
-            if self.accelerator.is_main_process:
-                write_json({"step": progress_state["step"]}, Path(output_dir) / "stage_state.json")
-                if ema is not None:
-                    ema.save_pretrained(Path(output_dir) / "unet_ema")
-
-        def load_hook(models, input_dir):
-            state_path = Path(input_dir) / "stage_state.json"
-            if not state_path.is_file():
-                raise ValueError(
-                    f"{input_dir} is not a jdcl stage checkpoint (it has no stage_state.json); it may come from an "
-                    "earlier jdcl version, whose stage checkpoints do not resume. Remove it to start the stage over."
-                )
-            progress_state["step"] = json.loads(state_path.read_text())["step"]
-            if ema is not None:
-                with warnings.catch_warnings():
-                    # diffusers' own `EMAModel.from_pretrained` calls a `from_config` form it has deprecated.
-                    warnings.simplefilter("ignore", FutureWarning)
-                    loaded = EMAModel.from_pretrained(
-                        Path(input_dir) / "unet_ema", model_cls=JointUNet2DModel, foreach=True
-                    )
-                ema.load_state_dict(loaded.state_dict())
-                ema.to(self.accelerator.device)
-
-        return [
-            self.accelerator.register_save_state_pre_hook(save_hook),
-            self.accelerator.register_load_state_pre_hook(load_hook),
-        ]
-
-    def _checkpoint_to_resume(self, task_index: int, stage: Stage) -> Path | None:
-        resume = self.config.resume_from_checkpoint
-        if resume is None or self.checkpoint_dir is None:
-            return None
-        root = self.checkpoint_root(task_index, stage)
-        if resume != "latest":
-            path = Path(resume)
-            if not path.is_dir():
-                raise ValueError(f"--resume_from_checkpoint {resume} is not a folder; pass 'latest' or a checkpoint.")
-            return path if path.parent == root else None
-        checkpoints = self._stage_checkpoints(root)
-        return checkpoints[-1] if checkpoints else None
-
-    @staticmethod
-    def _stage_checkpoints(root: Path) -> list[Path]:
-        """The checkpoints of a stage, oldest first."""
-        checkpoints = (
-            [p for p in root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()] if root.exists() else []
-        )
-        return sorted(checkpoints, key=lambda p: int(p.name.split("-")[-1]))
-
-    def _load_checkpoint(self, task_index: int, stage: Stage, checkpoint: Path) -> Path:
-        """Loads `checkpoint`, or with `latest` the newest complete one before it when it is damaged; returns it."""
-        candidates = [checkpoint]
-        if self.config.resume_from_checkpoint == "latest":
-            earlier = self._stage_checkpoints(self.checkpoint_root(task_index, stage))
-            candidates = [checkpoint, *reversed([p for p in earlier if p != checkpoint])]
-        for index, candidate in enumerate(candidates):
-            try:
-                # Each load replaces the whole state (model, optimizer, EMA, RNG, step): a failed one leaves nothing.
-                self.accelerator.load_state(str(candidate))
-                return candidate
-            except DAMAGED_CHECKPOINT_ERRORS as error:
-                if index + 1 < len(candidates):
-                    logger.warning(
-                        f"Stage checkpoint {candidate} is damaged and cannot be loaded ({type(error).__name__}: "
-                        f"{error}); resuming from the one before it, {candidates[index + 1]}."
-                    )
-                    continue
-                fix = (
-                    f"Remove {self.checkpoint_root(task_index, stage)} to start the stage over"
-                    if self.config.resume_from_checkpoint == "latest"
-                    else "Remove it, or pass --resume_from_checkpoint latest"
-                )
-                raise ValueError(
-                    f"Stage checkpoint {candidate} is damaged and cannot be loaded ({type(error).__name__}: {error}). "
-                    f"{fix}."
-                ) from None
-
-    def _save_checkpoint(self, task_index: int, stage: Stage, step: int) -> None:
-        if self.checkpoint_dir is None:
-            return
-        root = self.checkpoint_root(task_index, stage)
-        final = root / f"checkpoint-{step}"
-        # Every process writes its RNG state into the same temporary folder; the main process moves it into place. Its
-        # name does not match `checkpoint-*`, so nothing takes a half-written checkpoint for a finished one.
-        temporary = root / f"tmp-checkpoint-{step}"
-        if self.accelerator.is_main_process:
-            shutil.rmtree(temporary, ignore_errors=True)
-            root.mkdir(parents=True, exist_ok=True)
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(temporary))
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            replace_directory(temporary, final)
-            checkpoints = sorted(
-                (p for p in root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                key=lambda p: int(p.name.split("-")[-1]),
-            )
-            for stale in checkpoints[: max(0, len(checkpoints) - self.config.checkpoints_total_limit)]:
-                shutil.rmtree(stale, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
+        # Summed over all processes, kept in `pseudo_label_records` (the trainer stores them per task), and logged.
+        record = pseudo_label_record(self.accelerator.reduce(counts, reduction="sum"), stage.name, step)
+        self.pseudo_label_records.setdefault(task_index, []).append(record)
+        return pseudo_label_scalars(record, unlabeled_classes)
