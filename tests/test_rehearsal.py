@@ -114,11 +114,32 @@ def test_rehearsal_set_save_load_round_trip(tmp_path):
         is_old=torch.tensor([True, True, False]),
         num_generated=7,
         num_filled=1,
+        num_outside=2,
     )
     rehearsal.save(tmp_path / "rehearsal.safetensors")
     loaded = RehearsalSet.load(tmp_path / "rehearsal.safetensors")
     assert torch.equal(loaded.images, rehearsal.images) and torch.equal(loaded.labels, rehearsal.labels)
     assert torch.equal(loaded.is_old, rehearsal.is_old)
-    assert (loaded.num_generated, loaded.num_filled) == (7, 1)
-    assert loaded.summary() == {"generated": 7, "kept": 2, "filled": 1, "per_class": {"0": 2, "2": 1}}
+    assert (loaded.num_generated, loaded.num_filled, loaded.num_outside) == (7, 1, 2)
+    assert loaded.summary() == {"generated": 7, "kept": 2, "filled": 1, "outside": 2, "per_class": {"0": 2, "2": 1}}
     assert [path.name for path in tmp_path.iterdir()] == ["rehearsal.safetensors"]
+    # A set saved before `outside` was counted loads with it unknown, not zero.
+    rehearsal.num_outside = None
+    rehearsal.save(tmp_path / "rehearsal.safetensors")
+    assert RehearsalSet.load(tmp_path / "rehearsal.safetensors").summary()["outside"] is None
+
+
+def test_rehearsal_counts_samples_whose_whole_head_argmax_is_not_rehearsed():
+    # The authors' code drops samples whose argmax over the whole head is another class; jdcl counts them.
+    pipe = tiny_pipeline()
+    sampler = RehearsalSampler(3, batch_size=6, num_inference_steps=1, max_sampling_factor=2.0)
+    with torch.no_grad():
+        pipe.unet.classifier.linear_2.bias[3] += 1e4
+    outside = sampler.sample(pipe, [0, 1, 2], 3, generator=torch.manual_seed(0), show_progress=False)
+    assert outside.num_outside == outside.num_generated > 0
+    # Labels stay among the rehearsed classes.
+    assert set(outside.labels.tolist()) <= {0, 1, 2}
+    with torch.no_grad():
+        pipe.unet.classifier.linear_2.bias[1] += 2e4
+    inside = sampler.sample(pipe, [0, 1, 2], 3, generator=torch.manual_seed(0), show_progress=False)
+    assert inside.num_outside == 0

@@ -2,7 +2,9 @@
 
 JDCL's policy, as in the paper: sample in batches, label every sample with the generating model's own classifier
 (among the classes being rehearsed), keep it while its class is short of its quota, and after a sampling budget fill
-classes still short with flipped and shifted copies of their own samples. Generation is split across processes and
+classes still short with flipped and shifted copies of their own samples. The authors' code labels by the argmax over
+the whole head and drops samples that land outside the rehearsed classes; jdcl labels them among the rehearsed
+classes instead and counts them (`outside`), so that the difference is measured in every run's `metrics.json`. Generation is split across processes and
 gathered, so every process trains on the same set.
 """
 
@@ -41,6 +43,8 @@ class RehearsalSet:
         is_old (`torch.Tensor`): Whether each sample is of a class of an earlier task, `(N,)` bool.
         num_generated (`int`): Samples generated in all, kept or not.
         num_filled (`int`): Flipped/shifted (or guided) samples that filled short classes.
+        num_outside (`int`, *optional*): Generated samples whose argmax over the whole head is not a rehearsed class
+            (those the authors' code drops); `None` for a set saved before it was counted.
     """
 
     images: torch.Tensor
@@ -48,6 +52,7 @@ class RehearsalSet:
     is_old: torch.Tensor
     num_generated: int
     num_filled: int
+    num_outside: int | None = None
 
     def __len__(self) -> int:
         return self.labels.numel()
@@ -60,6 +65,7 @@ class RehearsalSet:
             is_old=torch.empty(0, dtype=torch.bool),
             num_generated=0,
             num_filled=0,
+            num_outside=0,
         )
 
     @classmethod
@@ -70,14 +76,18 @@ class RehearsalSet:
             is_old=torch.cat([part.is_old for part in parts]),
             num_generated=sum(part.num_generated for part in parts),
             num_filled=sum(part.num_filled for part in parts),
+            num_outside=None
+            if any(part.num_outside is None for part in parts)
+            else sum(part.num_outside for part in parts),
         )
 
     def summary(self) -> dict:
-        """What `metrics.json` records of a rehearsal set: counts generated, kept, filled, and per class."""
+        """What `metrics.json` records of a rehearsal set: counts generated, kept, filled, outside, and per class."""
         return {
             "generated": self.num_generated,
             "kept": len(self) - self.num_filled,
             "filled": self.num_filled,
+            "outside": self.num_outside,
             "per_class": {str(c): int((self.labels == c).sum()) for c in self.labels.unique().tolist()},
         }
 
@@ -87,7 +97,9 @@ class RehearsalSet:
             "images": self.images.contiguous(),
             "labels": self.labels,
             "is_old": self.is_old,
-            "counts": torch.tensor([self.num_generated, self.num_filled]),
+            "counts": torch.tensor(
+                [self.num_generated, self.num_filled, -1 if self.num_outside is None else self.num_outside]
+            ),
         }
         with atomic_file(path) as temporary:
             save_file(state, temporary)
@@ -103,6 +115,7 @@ class RehearsalSet:
             is_old=state["is_old"].bool(),
             num_generated=int(state["counts"][0]),
             num_filled=int(state["counts"][1]),
+            num_outside=int(state["counts"][2]) if len(state["counts"]) > 2 and state["counts"][2] >= 0 else None,
         )
 
 
@@ -284,6 +297,8 @@ class RehearsalSampler:
         # "confident" keeps every labelled sample as a candidate, with its confidence, and chooses at the end.
         candidates: dict[int, list[tuple[float, torch.Tensor]]] = {class_index: [] for class_index in classes}
         num_generated = 0
+        num_outside = 0
+        rehearsed = torch.tensor(list(classes), device=labeller.device)
 
         progress = None
         if show_progress:
@@ -308,6 +323,7 @@ class RehearsalSampler:
             with torch.no_grad():
                 logits = labeller.classify(images.to(device=labeller.device, dtype=labeller.dtype)).float()
                 confidences, labels = mask_logits(logits, classes).softmax(dim=-1).max(dim=-1)
+                num_outside += int((~torch.isin(logits.argmax(dim=-1), rehearsed)).sum())
             # 2. Keep each sample while its class is short (or, "confident", as a candidate).
             for image, label, confidence in zip(images, labels.tolist(), confidences.tolist()):
                 if confident:
@@ -361,6 +377,7 @@ class RehearsalSampler:
             is_old=torch.zeros(len(labels), dtype=torch.bool),
             num_generated=num_generated,
             num_filled=num_filled,
+            num_outside=num_outside,
         )
 
 
@@ -383,7 +400,7 @@ def _gather(accelerator: Accelerator, local: RehearsalSet, max_size: int) -> Reh
     padded_images[: len(local)] = local.images
     padded_labels = torch.full((max_size,), -1, dtype=torch.long, device=device)
     padded_labels[: len(local)] = local.labels.to(device)
-    counts = torch.tensor([local.num_generated, local.num_filled], device=device)
+    counts = torch.tensor([local.num_generated, local.num_filled, local.num_outside], device=device)
     all_images = accelerator.gather(padded_images.to(device).contiguous()).cpu()
     all_labels = accelerator.gather(padded_labels).cpu()
     all_counts = accelerator.gather(counts[None]).cpu()
@@ -394,6 +411,7 @@ def _gather(accelerator: Accelerator, local: RehearsalSet, max_size: int) -> Reh
         is_old=torch.zeros(int(keep.sum()), dtype=torch.bool),
         num_generated=int(all_counts[:, 0].sum()),
         num_filled=int(all_counts[:, 1].sum()),
+        num_outside=int(all_counts[:, 2].sum()),
     )
 
 
