@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from jdcl.augment import FixMatchRandAugment, TwoViewAugmentation
+from jdcl.augment import TwoViewAugmentation
+from jdcl.randaugment import FixMatchRandAugment
 
 
 def _images(channels: int, resolution: int, batch: int = 16) -> torch.Tensor:
@@ -139,29 +140,29 @@ def test_strong_view_adds_randaugment_and_a_gray_cutout_to_a_weak_view():
 
 
 def test_fixmatch_ops_on_hand_computed_cases():
-    from jdcl import augment
+    from jdcl import randaugment
 
     ramp = torch.linspace(0, 1, 8).view(1, 1, 1, 8).expand(2, 1, 8, 8).contiguous()
     magnitudes, signs = torch.tensor([5.0, 9.0]), torch.tensor([1.0, -1.0])
     # Brightness: a blend with black at v * 0.9 / 10 + 0.05 (0.5 and 0.86).
-    out = augment._brightness(ramp, magnitudes, signs)
+    out = randaugment._brightness(ramp, magnitudes, signs)
     assert torch.allclose(out[0], ramp[0] * 0.5) and torch.allclose(out[1], ramp[1] * 0.86)
     # Solarize: levels at or above (256 - int(v * 25.6)) / 255 inverted (128 / 255 for v = 5).
-    out = augment._solarize(ramp, magnitudes, signs)
+    out = randaugment._solarize(ramp, magnitudes, signs)
     expected = torch.where(ramp[0] >= 128 / 255, 1 - ramp[0], ramp[0])
     assert torch.equal(out[0], expected)
     # TranslateX: int(v * 0.03 * 8) pixels (1 for v = 5, 2 for v = 9 the other way), black where the image leaves.
-    out = augment._translate_x(ramp, magnitudes, signs)
+    out = randaugment._translate_x(ramp, magnitudes, signs)
     assert torch.allclose(out[0, ..., 1:], ramp[0, ..., :-1]) and (out[0, ..., 0] == 0).all()
     assert torch.allclose(out[1, ..., :-2], ramp[1, ..., 2:]) and (out[1, ..., -2:] == 0).all()
     # Posterize: int(v * 0.4) + 4 bits kept (6 and 7).
-    out = augment._posterize(ramp, magnitudes, signs)
+    out = randaugment._posterize(ramp, magnitudes, signs)
     assert torch.allclose(out[0], ((ramp[0] * 255).to(torch.uint8) & 0b11111100).float() / 255)
     # AutoContrast stretches each channel to [0, 1].
-    out = augment._auto_contrast(ramp * 0.5 + 0.2, magnitudes, signs)
+    out = randaugment._auto_contrast(ramp * 0.5 + 0.2, magnitudes, signs)
     assert torch.allclose(out, ramp, atol=1e-6)
     # No Invert in FixMatch's pool: 14 ops, Identity among them.
-    assert len(augment.FIXMATCH_OPS) == 14 and None in augment.FIXMATCH_OPS
+    assert len(randaugment.FIXMATCH_OPS) == 14 and None in randaugment.FIXMATCH_OPS
 
 
 def test_fixmatch_randaugment_draws_ops_per_image_and_is_seeded():
